@@ -1,0 +1,311 @@
+"""Typed, validated views of params.yaml.
+
+Each stage reads its own section into a frozen dataclass. Every field carries its allowed range or choices
+in its metadata, so an invalid value fails with one line naming the key and what is allowed, e.g.
+
+    ifn.config.ParamsError: params.yaml: face_model.n_shape = 500 is invalid: an integer in [1, 100]
+
+Unknown keys are errors too (a typo in params.yaml must not silently fall back to a default).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing, unknown or out of range."""
+
+
+def _num(lo=-math.inf, hi=math.inf, *, integer=False, doc=""):
+    return {"lo": lo, "hi": hi, "integer": integer, "doc": doc}
+
+
+def _choice(*choices, doc=""):
+    return {"choices": choices, "doc": doc}
+
+
+def param(default, **meta):
+    """A dataclass field with validation metadata (see `_num`, `_choice`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check(section: str, name: str, value: Any, meta: Mapping[str, Any]) -> Any:
+    key = f"{section}.{name}" if section else name
+    if "choices" in meta:
+        if value not in meta["choices"]:
+            allowed = " | ".join(map(str, meta["choices"]))
+            raise ParamsError(f"params.yaml: {key} = {value!r} is invalid: one of {allowed}")
+        return value
+    if "lo" in meta:
+        lo, hi, integer = meta["lo"], meta["hi"], meta["integer"]
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and integer:
+            ok = float(value).is_integer()
+        if ok:
+            ok = lo <= value <= hi and math.isfinite(float(value))
+        if not ok:
+            raise ParamsError(f"params.yaml: {key} = {value!r} is invalid: {kind} in [{lo}, {hi}]")
+        return int(value) if integer else float(value)
+    if "list_of" in meta:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"params.yaml: {key} = {value!r} is invalid: a list")
+        return tuple(_check(section, f"{name}[{i}]", v, meta["list_of"]) for i, v in enumerate(value))
+    return value
+
+
+class Section:
+    """Mixin: build a validated dataclass from a mapping."""
+
+    SECTION = ""
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, section: str | None = None):
+        section = cls.SECTION if section is None else section
+        raw = dict(raw or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ParamsError(
+                f"params.yaml: unknown key {section}.{unknown[0]} (known: {', '.join(sorted(known))})")
+        values = {}
+        for name, f in known.items():
+            if name in raw:
+                values[name] = _check(section, name, raw[name], f.metadata)
+        obj = cls(**values)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:  # cross-field checks; override where needed
+        pass
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+REGIONS = ("face", "narrow_face", "full", "all")
+
+
+@dataclass(frozen=True)
+class FaceModelConfig(Section):
+    """Section `face_model`: which geometry model and which part of it."""
+
+    SECTION = "face_model"
+    path: str = param("data/face_model/ict_face_light.npz", doc="model file, relative to the project root")
+    region: str = param("full", **_choice(*REGIONS))
+    n_shape: int = param(80, **_num(1, 100, integer=True))
+    n_expression: int = param(53, **_num(0, 53, integer=True))
+
+
+@dataclass(frozen=True)
+class ReflectanceConfig(Section):
+    """Section `reflectance`: the project's own skin albedo PCA model (see ifn.model.reflectance)."""
+
+    SECTION = "reflectance"
+    n_samples: int = param(1500, **_num(100, 100000, integer=True))
+    n_components: int = param(80, **_num(1, 500, integer=True))
+    heldout_fraction: float = param(0.1, **_num(0.01, 0.5))
+    noise_scale: float = param(1.0, **_num(0.0, 5.0))
+
+    def validate(self):
+        n_train = int(round(self.n_samples * (1 - self.heldout_fraction)))
+        if self.n_components >= n_train:
+            raise ParamsError(
+                f"params.yaml: reflectance.n_components = {self.n_components} is invalid: "
+                f"must be below the number of training samples ({n_train})")
+
+
+@dataclass(frozen=True)
+class RenderConfig(Section):
+    """Section `render`: camera intrinsics and image size shared by every stage."""
+
+    SECTION = "render"
+    image_size: int = param(128, **_num(16, 1024, integer=True))
+    fov_deg: float = param(13.0, **_num(1.0, 90.0))
+    distance_cm: float = param(100.0, **_num(10.0, 1000.0))
+    cull_backfaces: bool = param(True, **_choice(True, False))
+    clamp_albedo: bool = param(True, **_choice(True, False))
+
+
+@dataclass(frozen=True)
+class PriorConfig(Section):
+    """Section `synthesize.prior`: the distributions synthetic parameters are drawn from (ifn.model.priors)."""
+
+    SECTION = "synthesize.prior"
+    shape_sigma: float = param(1.0, **_num(0.0, 3.0))
+    reflectance_sigma: float = param(1.0, **_num(0.0, 3.0))
+    expression_active_prob: float = param(0.08, **_num(0.0, 1.0))
+    expression_max: float = param(0.8, **_num(0.0, 1.0))
+    jaw_open_prob: float = param(0.35, **_num(0.0, 1.0))
+    ambient_mean: float = param(0.75, **_num(0.0, 3.0))
+    ambient_std: float = param(0.2, **_num(0.0, 1.0))
+    light_strength_max: float = param(2.5, **_num(0.0, 10.0))
+    harsh_light_prob: float = param(0.15, **_num(0.0, 1.0))
+    light_tint_std: float = param(0.08, **_num(0.0, 0.5))
+    yaw_max_deg: float = param(80.0, **_num(0.0, 90.0))
+    pitch_std_deg: float = param(12.0, **_num(0.0, 45.0))
+    pitch_max_deg: float = param(35.0, **_num(0.0, 89.0))
+    roll_std_deg: float = param(10.0, **_num(0.0, 45.0))
+    roll_max_deg: float = param(25.0, **_num(0.0, 89.0))
+    translate_xy_cm: float = param(1.5, **_num(0.0, 20.0))
+    translate_z_cm: float = param(10.0, **_num(0.0, 50.0))
+
+
+BACKGROUNDS = ("solid", "gradient", "noise", "texture")
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig(Section):
+    """Section `synthesize`: the synthetic training corpus (ifn.synth)."""
+
+    SECTION = "synthesize"
+    n_train: int = param(8000, **_num(1, 10_000_000, integer=True))
+    n_val: int = param(512, **_num(1, 1_000_000, integer=True))
+    n_test: int = param(512, **_num(1, 1_000_000, integer=True))
+    shard_size: int = param(1024, **_num(1, 100_000, integer=True))
+    render_batch: int = param(64, **_num(1, 4096, integer=True))
+    backgrounds: tuple = param(list(BACKGROUNDS), list_of=_choice(*BACKGROUNDS))
+    out_dir: str = param("outputs/corpus")
+    prior: PriorConfig = param(PriorConfig())
+
+    @classmethod
+    def from_dict(cls, raw, section=None):
+        raw = dict(raw or {})
+        prior = PriorConfig.from_dict(raw.pop("prior", None))
+        obj = super().from_dict(raw, section)
+        return dataclasses.replace(obj, prior=prior)
+
+    def validate(self):
+        if not self.backgrounds:
+            raise ParamsError("params.yaml: synthesize.backgrounds is invalid: at least one of "
+                              + " | ".join(BACKGROUNDS))
+
+
+LOSSES = ("model_space", "parameter")
+
+
+@dataclass(frozen=True)
+class NetConfig(Section):
+    """Section `train.net`: the encoder (ifn.learn.nets.InverseFaceNet)."""
+
+    SECTION = "train.net"
+    input_size: int = param(96, **_num(32, 512, integer=True))
+    blocks: tuple = param([1, 1, 1, 1], list_of=_num(1, 64, integer=True))
+    widths: tuple = param([32, 64, 128, 256], list_of=_num(4, 4096, integer=True))
+    block: str = param("basic", **_choice("basic", "bottleneck"))
+    stem: str = param("small", **_choice("small", "imagenet"))
+    stem_width: int = param(32, **_num(4, 512, integer=True))
+    dropout: float = param(0.0, **_num(0.0, 0.9))
+
+    def validate(self):
+        if len(self.blocks) != len(self.widths):
+            raise ParamsError(f"params.yaml: train.net.blocks has {len(self.blocks)} entries but "
+                              f"train.net.widths has {len(self.widths)}: they must match")
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Section):
+    """Section `train.augment`: image augmentation of synthetic training samples (ifn.learn.data)."""
+
+    SECTION = "train.augment"
+    color_jitter: float = param(0.15, **_num(0.0, 1.0))
+    blur_prob: float = param(0.3, **_num(0.0, 1.0))
+    noise_std: float = param(0.02, **_num(0.0, 0.5))
+    crop_jitter: float = param(0.04, **_num(0.0, 0.3))
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """Section `train`: the LightningModule, its losses and the Lightning Trainer (ifn.learn)."""
+
+    SECTION = "train"
+    loss: str = param("model_space", **_choice(*LOSSES))
+    compare: tuple = param(list(LOSSES), list_of=_choice(*LOSSES))
+    loss_region: str = param("face", **_choice("face", "all"))
+    w_geometry: float = param(1.0, **_num(0.0, 1e6))
+    w_reflectance: float = param(100.0, **_num(0.0, 1e6))
+    w_illumination: float = param(10.0, **_num(0.0, 1e6))
+    batch_size: int = param(64, **_num(1, 4096, integer=True))
+    lr: float = param(2e-3, **_num(1e-7, 1.0))
+    weight_decay: float = param(1e-4, **_num(0.0, 1.0))
+    max_epochs: int = param(6, **_num(1, 10000, integer=True))
+    max_minutes: float = param(12.0, **_num(0.1, 100000.0))
+    accelerator: str = param("auto", **_choice("auto", "cpu", "gpu", "cuda", "mps"))
+    devices: Any = param("auto")
+    strategy: str = param("auto", **_choice("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed", "single_device"))
+    precision: str = param("bf16-mixed", **_choice("32", "32-true", "bf16-mixed", "16-mixed", "64"))
+    num_workers: int = param(0, **_num(0, 64, integer=True))
+    out_dir: str = param("models/train")
+    net: NetConfig = param(NetConfig())
+    augment: AugmentConfig = param(AugmentConfig())
+
+    @classmethod
+    def from_dict(cls, raw, section=None):
+        raw = dict(raw or {})
+        if isinstance(raw.get("precision"), int) and not isinstance(raw.get("precision"), bool):
+            raw["precision"] = str(raw["precision"])  # YAML reads `precision: 32` as a number
+        net = NetConfig.from_dict(raw.pop("net", None))
+        augment = AugmentConfig.from_dict(raw.pop("augment", None))
+        return dataclasses.replace(super().from_dict(raw, section), net=net, augment=augment)
+
+    def validate(self):
+        ok = self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)
+                                         and self.devices >= 1) or (
+            isinstance(self.devices, (list, tuple)) and all(isinstance(d, int) for d in self.devices))
+        if not ok:
+            raise ParamsError(f"params.yaml: train.devices = {self.devices!r} is invalid: auto, a count >= 1 "
+                              f"or a list of device ids")
+        if not self.compare:
+            raise ParamsError("params.yaml: train.compare is invalid: list at least one loss")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of params.yaml, validated."""
+
+    seed: int
+    face_model: FaceModelConfig
+    reflectance: ReflectanceConfig
+    render: RenderConfig
+    synthesize: SynthesizeConfig
+    train: TrainConfig
+    raw: Mapping[str, Any]
+
+    SECTIONS = {
+        "face_model": FaceModelConfig,
+        "reflectance": ReflectanceConfig,
+        "render": RenderConfig,
+        "synthesize": SynthesizeConfig,
+        "train": TrainConfig,
+    }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Params":
+        raw = dict(raw or {})
+        seed = _check("", "seed", raw.get("seed", 0), _num(0, 2**31 - 1, integer=True))
+        sections = {name: kind.from_dict(raw.get(name)) for name, kind in cls.SECTIONS.items()}
+        return cls(seed=seed, raw=raw, **sections)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml. `overrides` maps dotted keys ("render.image_size") to values."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file not found: {path}")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return Params.from_dict(raw)
