@@ -1,0 +1,106 @@
+"""Renderer throughput on this machine: images/s for the default render mesh and the face-only region.
+
+    python bench/render_bench.py [--json] [--batch 64] [--sizes 128 224] [--repeats 3] [--threads 2]
+
+`raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
+of already posed meshes); `render` times the whole image formation from a parameter vector (geometry,
+pose, normals, SH shading, rasterization, compositing). Poses vary over the batch (yaw -75..75 deg).
+Numbers are printed, never asserted: they depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+
+from ifn.config import FaceModelConfig, load_params
+from ifn.model.facemodel import load_ict
+from ifn.model.layout import ParamLayout
+from ifn.model.reflectance import ReflectanceModel
+from ifn.render.renderer import Renderer, RenderSettings, render_mesh
+from ifn.render.shading import AMBIENT_WHITE
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def make_renderer(region: str, size: int, params) -> tuple[Renderer, torch.Tensor]:
+    cfg = params.face_model
+    fm = load_ict(FaceModelConfig(path=cfg.path, region=region, n_shape=cfg.n_shape,
+                                  n_expression=cfg.n_expression))
+    n = fm.n_vertices
+    refl = ReflectanceModel(torch.full((n, 3), 0.6), torch.zeros(1, n, 3), torch.ones(1))
+    layout = ParamLayout(cfg.n_shape, cfg.n_expression, 1)
+    renderer = Renderer(fm, refl, layout, RenderSettings.from_config(params.render, image_size=size))
+    return renderer, layout
+
+
+def batch_params(layout: ParamLayout, batch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    groups = layout.zeros(batch)
+    groups["shape"] = torch.randn(batch, layout.n_shape, generator=g)
+    groups["expression"] = torch.rand(batch, layout.n_expression, generator=g) * 0.3
+    groups["illumination"][:, 0] = 0.8 * AMBIENT_WHITE
+    groups["illumination"][:, 3] = 1.0
+    groups["rotation"][:, 0] = torch.linspace(-math.radians(75), math.radians(75), batch)
+    return layout.join(groups)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON list of rows instead of a table")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    meshes = {"default": params.face_model.region, "face": "face"}
+    rows = []
+    for mesh, region in meshes.items():
+        for size in args.sizes:
+            renderer, layout = make_renderer(region, size, params)
+            p = batch_params(layout, args.batch)
+            with torch.no_grad():
+                out = renderer(p)
+                colors = out.albedo * out.shading
+                raster_s = best_of(lambda: render_mesh(out.vertices, renderer.face_model.triangles, colors,
+                                                       renderer.camera, renderer.settings.raster), args.repeats)
+                render_s = best_of(lambda: renderer(p), args.repeats)
+            rows.append({"mesh": mesh, "region": region, "vertices": renderer.face_model.n_vertices,
+                         "triangles": int(renderer.face_model.triangles.shape[0]), "resolution": size,
+                         "batch": args.batch, "threads": args.threads,
+                         "images_per_s": round(args.batch / raster_s, 1),
+                         "render_images_per_s": round(args.batch / render_s, 1)})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"renderer throughput, batch {args.batch}, {args.threads} threads, best of {args.repeats} "
+          f"(images/s; raster = rasterize + interpolate, render = parameters -> image)")
+    print(f"{'mesh':8s} {'region':12s} {'verts':>6s} {'tris':>6s} {'size':>5s} {'raster':>8s} {'render':>8s}")
+    for r in rows:
+        print(f"{r['mesh']:8s} {r['region']:12s} {r['vertices']:6d} {r['triangles']:6d} {r['resolution']:5d} "
+              f"{r['images_per_s']:8.1f} {r['render_images_per_s']:8.1f}")
+    by = {(r["mesh"], r["resolution"]): r for r in rows}
+    for size in args.sizes:
+        d, f = by[("default", size)], by[("face", size)]
+        print(f"{size}px: face-only / default = {f['images_per_s'] / d['images_per_s']:.2f}x (raster), "
+              f"{f['render_images_per_s'] / d['render_images_per_s']:.2f}x (render)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Normals, the real spherical-harmonics basis and Lambertian SH shading.
+
+Illumination is the 3-band SH expansion of the incident radiance, one set of 9 coefficients per colour
+channel: L(w) = sum_k gamma[k, c] Y_k(w). For a Lambertian surface with albedo a the outgoing radiance is
+a * E(n) / pi with irradiance E(n) = sum_k A_l(k) gamma[k, c] Y_k(n) (Ramamoorthi & Hanrahan 2001,
+A_0 = pi, A_1 = 2 pi / 3, A_2 = pi / 4). We call E(n) / pi the *shading*; a uniform white radiance of 1 has
+gamma[0] = sqrt(4 pi) and gives shading 1.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+# Basis order: Y00, Y1-1, Y10, Y11, Y2-2, Y2-1, Y20, Y21, Y22.
+SH_BAND = (0, 1, 1, 1, 2, 2, 2, 2, 2)
+_A = (math.pi, 2 * math.pi / 3, math.pi / 4)
+SH_CONVOLUTION = tuple(_A[band] for band in SH_BAND)
+AMBIENT_WHITE = math.sqrt(4 * math.pi)  # gamma[0] of a uniform radiance 1: shading 1 everywhere
+
+
+def sh_basis(normals: torch.Tensor) -> torch.Tensor:
+    """(..., 3) unit vectors -> (..., 9) real SH basis values."""
+    x, y, z = normals.unbind(-1)
+    c0 = 0.5 / math.sqrt(math.pi)
+    c1 = math.sqrt(3 / (4 * math.pi))
+    c2 = 0.5 * math.sqrt(15 / math.pi)
+    c20 = 0.25 * math.sqrt(5 / math.pi)
+    c22 = 0.25 * math.sqrt(15 / math.pi)
+    return torch.stack([
+        torch.full_like(x, c0),
+        c1 * y, c1 * z, c1 * x,
+        c2 * x * y, c2 * y * z, c20 * (3 * z * z - 1), c2 * x * z, c22 * (x * x - y * y),
+    ], -1)
+
+
+def shading_basis(normals: torch.Tensor) -> torch.Tensor:
+    """(..., 3) unit normals -> (..., 9) basis H_k(n) = A_l(k) Y_k(n) / pi, so shading = H @ gamma."""
+    conv = normals.new_tensor(SH_CONVOLUTION) / math.pi
+    return sh_basis(normals) * conv
+
+
+def sh_shading(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """(B, V, 3) unit normals, (B, 9, 3) SH coefficients -> (B, V, 3) shading (irradiance / pi) per channel."""
+    return shading_basis(normals) @ gamma
+
+
+def incidence_matrix(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """(V, F) sparse CSR matrix with a 1 where vertex v is a corner of triangle f (for `vertex_normals`)."""
+    f = triangles.shape[0]
+    rows = triangles.reshape(-1).to(torch.int64)
+    cols = torch.arange(f, device=triangles.device).repeat_interleave(3)
+    values = torch.ones(3 * f, device=triangles.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the matmul we use is stable
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_vertices, f))
+        return coo.coalesce().to_sparse_csr()
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, incidence: torch.Tensor | None = None,
+                   eps: float = 1e-12) -> torch.Tensor:
+    """(B, V, 3) vertices, (F, 3) counter-clockwise triangles -> (B, V, 3) unit area-weighted normals.
+
+    `incidence` is `incidence_matrix(triangles, V)`; pass it when calling repeatedly with the same mesh.
+    Works in a (V, B*3) layout so gathers and the sparse sum run over contiguous rows (fast on CPU).
+    """
+    b, v, _ = vertices.shape
+    f = triangles.shape[0]
+    if incidence is None:
+        incidence = incidence_matrix(triangles, v)
+    rows = vertices.permute(1, 0, 2).reshape(v, b * 3)
+    corners = rows.index_select(0, triangles.reshape(-1)).reshape(f, 3, b, 3)
+    v0, v1, v2 = corners.unbind(1)
+    face_n = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)  # length = 2 x area: area weighting for free
+    summed = (incidence.to(face_n.dtype) @ face_n.reshape(f, b * 3)).reshape(v, b, 3).permute(1, 0, 2)
+    return summed / summed.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def directional_light_sh(direction: torch.Tensor, intensity: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """SH coefficients (9,) of a distant point light towards unit `direction` (3,): gamma_k = I Y_k(d)."""
+    d = direction / direction.norm()
+    return intensity * sh_basis(d)
+
+
+def shading_gram(normals: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V, 3) unit normals, optional (V,) vertex weights -> (B, 9, 9) G = sum_v w_v H_v H_v^T / sum_v w_v.
+
+    The mean squared shading difference of two SH lights on these normals is sum_c dgamma_c^T G dgamma_c.
+    """
+    h = shading_basis(normals)
+    if weights is None:
+        return h.transpose(1, 2) @ h / h.shape[1]
+    w = weights.to(h)
+    return (h * w[:, None]).transpose(1, 2) @ h / w.sum()
