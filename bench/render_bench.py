@@ -2,7 +2,8 @@
 
     python bench/render_bench.py [--json] [--batch 64] [--sizes 128 224] [--repeats 3] [--threads 2]
 
-`raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
+Each row is measured eagerly and with `render.compile` (torch.compile of the visibility pass; the
+compilation itself is excluded by a warm-up call). `raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
 of already posed meshes); `render` times the whole image formation from a parameter vector (geometry,
 pose, normals, SH shading, rasterization, compositing). Poses vary over the batch (yaw -75..75 deg).
 Numbers are printed, never asserted: they depend on the machine.
@@ -35,14 +36,15 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def make_renderer(region: str, size: int, params) -> tuple[Renderer, torch.Tensor]:
+def make_renderer(region: str, size: int, params, compile_: bool) -> tuple[Renderer, torch.Tensor]:
     cfg = params.face_model
     fm = load_ict(FaceModelConfig(path=cfg.path, region=region, n_shape=cfg.n_shape,
                                   n_expression=cfg.n_expression))
     n = fm.n_vertices
     refl = ReflectanceModel(torch.full((n, 3), 0.6), torch.zeros(1, n, 3), torch.ones(1))
     layout = ParamLayout(cfg.n_shape, cfg.n_expression, 1)
-    renderer = Renderer(fm, refl, layout, RenderSettings.from_config(params.render, image_size=size))
+    settings = RenderSettings.from_config(params.render, image_size=size, compile=compile_)
+    renderer = Renderer(fm, refl, layout, settings)
     return renderer, layout
 
 
@@ -55,6 +57,22 @@ def batch_params(layout: ParamLayout, batch: int) -> torch.Tensor:
     groups["illumination"][:, 3] = 1.0
     groups["rotation"][:, 0] = torch.linspace(-math.radians(75), math.radians(75), batch)
     return layout.join(groups)
+
+
+def measure(mesh, region, size, compile_, params, args) -> dict:
+    renderer, layout = make_renderer(region, size, params, compile_)
+    p = batch_params(layout, args.batch)
+    with torch.no_grad():
+        out = renderer(p)
+        colors = out.albedo * out.shading
+        raster_s = best_of(lambda: render_mesh(out.vertices, renderer.face_model.triangles, colors,
+                                               renderer.camera, renderer.settings.raster), args.repeats)
+        render_s = best_of(lambda: renderer(p), args.repeats)
+    return {"mesh": mesh, "region": region, "vertices": renderer.face_model.n_vertices,
+            "triangles": int(renderer.face_model.triangles.shape[0]), "resolution": size,
+            "batch": args.batch, "threads": args.threads, "compile": compile_,
+            "images_per_s": round(args.batch / raster_s, 1),
+            "render_images_per_s": round(args.batch / render_s, 1)}
 
 
 def main(argv=None) -> int:
@@ -70,35 +88,25 @@ def main(argv=None) -> int:
     params = load_params(args.params)
     meshes = {"default": params.face_model.region, "face": "face"}
     rows = []
-    for mesh, region in meshes.items():
-        for size in args.sizes:
-            renderer, layout = make_renderer(region, size, params)
-            p = batch_params(layout, args.batch)
-            with torch.no_grad():
-                out = renderer(p)
-                colors = out.albedo * out.shading
-                raster_s = best_of(lambda: render_mesh(out.vertices, renderer.face_model.triangles, colors,
-                                                       renderer.camera, renderer.settings.raster), args.repeats)
-                render_s = best_of(lambda: renderer(p), args.repeats)
-            rows.append({"mesh": mesh, "region": region, "vertices": renderer.face_model.n_vertices,
-                         "triangles": int(renderer.face_model.triangles.shape[0]), "resolution": size,
-                         "batch": args.batch, "threads": args.threads,
-                         "images_per_s": round(args.batch / raster_s, 1),
-                         "render_images_per_s": round(args.batch / render_s, 1)})
+    for compile_ in (False, True):
+        for mesh, region in meshes.items():
+            for size in args.sizes:
+                rows.append(measure(mesh, region, size, compile_, params, args))
     if args.json:
         print(json.dumps(rows))
         return 0
     print(f"renderer throughput, batch {args.batch}, {args.threads} threads, best of {args.repeats} "
           f"(images/s; raster = rasterize + interpolate, render = parameters -> image)")
-    print(f"{'mesh':8s} {'region':12s} {'verts':>6s} {'tris':>6s} {'size':>5s} {'raster':>8s} {'render':>8s}")
-    for r in rows:
-        print(f"{r['mesh']:8s} {r['region']:12s} {r['vertices']:6d} {r['triangles']:6d} {r['resolution']:5d} "
-              f"{r['images_per_s']:8.1f} {r['render_images_per_s']:8.1f}")
-    by = {(r["mesh"], r["resolution"]): r for r in rows}
-    for size in args.sizes:
-        d, f = by[("default", size)], by[("face", size)]
-        print(f"{size}px: face-only / default = {f['images_per_s'] / d['images_per_s']:.2f}x (raster), "
-              f"{f['render_images_per_s'] / d['render_images_per_s']:.2f}x (render)")
+    by = {(r["mesh"], r["resolution"], r["compile"]): r for r in rows}
+    print(f"{'mesh':8s} {'region':6s} {'verts':>6s} {'tris':>6s} {'size':>5s} | {'raster eager':>12s} "
+          f"{'compiled':>9s} {'ratio':>6s} | {'render eager':>12s} {'compiled':>9s} {'ratio':>6s}")
+    for mesh, region in meshes.items():
+        for size in args.sizes:
+            e, c = by[(mesh, size, False)], by[(mesh, size, True)]
+            print(f"{mesh:8s} {region:6s} {e['vertices']:6d} {e['triangles']:6d} {size:5d} | "
+                  f"{e['images_per_s']:12.1f} {c['images_per_s']:9.1f} {c['images_per_s'] / e['images_per_s']:5.2f}x | "
+                  f"{e['render_images_per_s']:12.1f} {c['render_images_per_s']:9.1f} "
+                  f"{c['render_images_per_s'] / e['render_images_per_s']:5.2f}x")
     return 0
 
 

@@ -284,3 +284,14 @@ def test_renderer_image_is_albedo_times_shading_and_landmarks_project(face_model
     ij = lm.round().long().clamp(0, 63)
     assert face[ij[:, 1], ij[:, 0]].float().mean() > 0.9  # landmarks fall on the rendered face
     assert abs(lm[30, 0].item() - 32) < 1.0  # nose tip on the vertical midline when frontal
+
+
+def test_compiled_visibility_pass_equals_eager():
+    scenes = [random_scene(s, n_tri=12, size=24) for s in range(3)]
+    xy = torch.stack([s[0] for s in scenes]).float()
+    depth = torch.stack([s[1] for s in scenes]).float()
+    tri = scenes[0][2]
+    eager = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False))
+    compiled = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False, compile=True))
+    assert torch.equal(eager.pix_to_face, compiled.pix_to_face)
+    assert torch.equal(eager.bary, compiled.bary)

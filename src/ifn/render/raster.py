@@ -13,6 +13,7 @@ Two steps, as in nvdiffrast:
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +29,14 @@ class RasterSettings:
     cull_backfaces  drop triangles whose screen projection is clockwise (seen from behind); triangles are
                     counter-clockwise seen from outside
     near            triangles with a corner closer than this (cm, camera depth) are dropped
+    compile         run the visibility pass through torch.compile (2-3x faster on CPU; the first call in a
+                    process compiles for ~30-50 s, later processes reuse inductor's on-disk cache)
     """
 
     image_size: int = 128
     cull_backfaces: bool = True
     near: float = 1.0
+    compile: bool = False
 
 
 @dataclass
@@ -223,6 +227,18 @@ def _nearest_triangle(xy, depth, triangles, settings: RasterSettings) -> torch.T
     return torch.where(hit, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1)).reshape(b, size * size)
 
 
+_COMPILED = None
+
+
+def _compiled_nearest_triangle():
+    global _COMPILED
+    if _COMPILED is None:
+        # The per-class loop needs Python ints (graph breaks by design): keep dynamo's notes out of the logs.
+        logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+        _COMPILED = torch.compile(_nearest_triangle, dynamic=True)
+    return _COMPILED
+
+
 def rasterize(xy: torch.Tensor, depth: torch.Tensor, triangles: torch.Tensor,
               settings: RasterSettings) -> Fragments:
     """Rasterize a batch of meshes sharing one triangle list.
@@ -234,7 +250,8 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, triangles: torch.Tensor,
     b, v, _ = xy.shape
     size = settings.image_size
     triangles = triangles.to(device=xy.device, dtype=torch.int64)
-    nearest = _nearest_triangle(xy.detach(), depth.detach(), triangles, settings)
+    visibility = _compiled_nearest_triangle() if settings.compile else _nearest_triangle
+    nearest = visibility(xy.detach(), depth.detach(), triangles, settings)
     pixel = (nearest.reshape(-1) >= 0).nonzero().squeeze(1)
     face = nearest.reshape(-1)[pixel]
     batch = torch.div(pixel, size * size, rounding_mode="floor")

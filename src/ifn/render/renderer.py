@@ -31,6 +31,7 @@ class RenderSettings:
     cull_backfaces  skip triangles facing away from the camera
     clamp_albedo    clamp the linear albedo model's output to [0, 1] before shading
     near            near clipping depth, centimetres
+    compile         torch.compile the rasterizer's visibility pass (see RasterSettings)
     """
 
     image_size: int = 128
@@ -39,11 +40,12 @@ class RenderSettings:
     cull_backfaces: bool = True
     clamp_albedo: bool = True
     near: float = 1.0
+    compile: bool = False
 
     @classmethod
     def from_config(cls, config: RenderConfig, **overrides) -> "RenderSettings":
         return cls(**{**{k: getattr(config, k) for k in (
-            "image_size", "fov_deg", "distance_cm", "cull_backfaces", "clamp_albedo")}, **overrides})
+            "image_size", "fov_deg", "distance_cm", "cull_backfaces", "clamp_albedo", "compile")}, **overrides})
 
     @property
     def camera(self) -> Camera:
@@ -51,7 +53,7 @@ class RenderSettings:
 
     @property
     def raster(self) -> RasterSettings:
-        return RasterSettings(self.image_size, self.cull_backfaces, self.near)
+        return RasterSettings(self.image_size, self.cull_backfaces, self.near, self.compile)
 
 
 @dataclass
