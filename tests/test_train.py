@@ -1,0 +1,184 @@
+"""Training (ifn.learn.data / module / train): fast_dev_run with both losses, a real mini training whose val
+loss decreases, resuming from last.ckpt, model.pt round trip, seeded determinism, the data pipeline."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("pytorch_lightning")
+
+from ifn.config import RenderConfig, load_params  # noqa: E402
+from ifn.corpus import Corpus  # noqa: E402
+from ifn.learn.data import Augment, CorpusDataModule, EpochSampler, SyntheticDataset  # noqa: E402
+from ifn.learn.train import load_network, train  # noqa: E402
+from ifn.synth import synthesize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REFLECTANCE = ROOT / "models" / "face_model" / "reflectance.npz"
+QUIET = {"log": lambda s: None}
+
+# A tiny problem: 32 px renders and network input, few modes, small batches, float32.
+OVERRIDES = {
+    "face_model.n_shape": 8, "face_model.n_expression": 53, "reflectance.n_components": 8,
+    "render.image_size": 32,
+    "synthesize.n_train": 128, "synthesize.n_val": 32, "synthesize.n_test": 8, "synthesize.shard_size": 64,
+    "synthesize.render_batch": 64,
+    "train.net.input_size": 32, "train.net.widths": [8, 16, 32, 32], "train.net.stem_width": 8,
+    "train.batch_size": 16, "train.precision": "32", "train.max_epochs": 2, "train.lr": 0.003,
+}
+if "compile" in {f.name for f in dataclasses.fields(RenderConfig)}:
+    OVERRIDES["render.compile"] = False   # compiling the rasterizer costs more than these tiny renders
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    if not REFLECTANCE.exists():
+        pytest.skip(f"{REFLECTANCE} missing (run the face_model stage)")
+    tmp = tmp_path_factory.mktemp("train")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
+    synthesize(tmp / "params.yaml", tmp / "corpus", REFLECTANCE, overrides=OVERRIDES, log=lambda s: None)
+    return tmp
+
+
+def run(setup, out: str, loss: str = "model_space", **kw):
+    overrides = {**OVERRIDES, **kw.pop("overrides", {})}
+    return train(setup / "params.yaml", loss, setup / "corpus", setup / out, REFLECTANCE, overrides, **kw, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def dev_run(setup):
+    return run(setup, "fdr", fast_dev_run=True)
+
+
+# -- data --------------------------------------------------------------------------------------------------
+
+def test_dataset_and_loaders(setup):
+    params = load_params(setup / "params.yaml", OVERRIDES)
+    ds = SyntheticDataset(setup / "corpus", "train")
+    item = ds[(70, 3)]  # second shard
+    assert len(ds) == 128 and item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    assert item["params"].shape == (ds.layout.size,) and item["shading_gram"].shape == (9, 9)
+    raw = Corpus.open(setup / "corpus").load("train", "images", mmap=False)[70]
+    assert torch.equal((item["image"] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(raw))
+
+    sampler = EpochSampler(10, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert [i for i, _ in first] != [i for i, _ in sampler] and sorted(i for i, _ in first) == list(range(10))
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+    dm = CorpusDataModule(setup / "corpus", params.train, seed=0)
+    mean, std = dm.param_stats()
+    assert torch.allclose(mean, torch.from_numpy(ds.params()).mean(0), atol=1e-5) and (std > 0).all()
+    a, b = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
+    assert a["image"].shape == (16, 3, 32, 32) and torch.equal(a["image"], b["image"])     # seeded
+    plain = torch.stack([ds[int(i)]["image"] for i in a["index"]])
+    assert not torch.equal(a["image"], plain)                                              # augmented
+    val = next(iter(dm.val_dataloader()))
+    assert val["index"].tolist() == list(range(16))                                        # in order, as stored
+    assert torch.equal(val["image"], torch.stack([SyntheticDataset(setup / "corpus", "val")[i]["image"]
+                                                  for i in range(16)]))
+
+
+def test_crop_adjusts_translation_consistently():
+    """Crop only: the adjusted parameters re-rendered put the landmarks where the crop moved them."""
+    from ifn.synth import build_renderer, face_centre
+
+    over = {k: v for k, v in OVERRIDES.items() if k.startswith(("face_model.", "reflectance.", "render."))}
+    params = load_params(ROOT / "params.yaml", {**over, "render.image_size": 64})
+    renderer = build_renderer(params, REFLECTANCE)
+    layout = renderer.layout
+    groups = layout.zeros(4)
+    groups["rotation"] = torch.tensor([[0.3, 0.1, 0.0], [-0.5, -0.1, 0.1], [0.0, 0.0, 0.0], [0.8, 0.2, -0.2]])
+    groups["translation"] = torch.tensor([[1.0, -1.0, 5.0], [-1.0, 0.5, -8.0], [0.0, 0.0, 0.0], [0.5, 1.0, 2.0]])
+    p = layout.join(groups)
+    aug = Augment(0, 0, 0, 0.05, params.render.fov_deg, params.render.distance_cm, layout["translation"],
+                  float(face_centre(renderer)[2]))
+    u = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.5, 0.9, 0.1], [0.7, 0.3, 0.6]], dtype=torch.float64)
+    _, p2 = aug.crop(torch.zeros(4, 3, 64, 64), p, u)
+    with torch.no_grad():
+        lm1, lm2 = renderer(p).landmarks, renderer(p2).landmarks
+    c = aug.crop_jitter
+    s, tx, ty = 1 - c * u[:, 0], 2 * c * (2 * u[:, 1] - 1), 2 * c * (2 * u[:, 2] - 1)
+    xn = lm1.double() / 32 - 1
+    expected = (torch.stack([(xn[..., 0] - tx[:, None]) / s[:, None], (xn[..., 1] - ty[:, None]) / s[:, None]],
+                            -1) + 1) * 32
+    err = (expected - lm2.double()).norm(dim=-1)
+    assert err.mean() < 0.15 and err.max() < 1.0, err.max()   # pixels at 64 px; a wrong sign gives ~6 px
+
+
+# -- training ---------------------------------------------------------------------------------------------
+
+def test_fast_dev_run_model_space(dev_run, setup):
+    assert dev_run["fast_dev_run"] and dev_run["steps"] == 1 and math.isfinite(dev_run["train_loss"])
+    val = dev_run["val"]
+    for key in ("loss", "geometry", "reflectance", "illumination", "param_loss", "rmse_shape", "rmse_translation"):
+        assert math.isfinite(val[key]), key
+    assert not (setup / "fdr" / "model_space" / "model.pt").exists()   # a dev run writes nothing
+
+
+def test_fast_dev_run_parameter(setup):
+    s = run(setup, "fdr", "parameter", fast_dev_run=True)
+    assert s["steps"] == 1 and math.isfinite(s["train_loss"])
+    # the model-space terms are computed for the parameter-loss model too (comparable ablation)
+    assert all(math.isfinite(s["val"][k]) for k in ("geometry", "reflectance", "illumination", "model_space"))
+    assert s["val"]["loss"] == pytest.approx(s["val"]["param_loss"])
+
+
+def test_seeded_determinism(dev_run, setup):
+    again = run(setup, "fdr", fast_dev_run=True)
+    assert again["train_loss"] == dev_run["train_loss"]
+    other = run(setup, "fdr", fast_dev_run=True, overrides={"seed": 1})
+    assert other["train_loss"] != dev_run["train_loss"]
+
+
+def test_mini_training_resume_and_export(setup):
+    out = setup / "runs"
+    first = run(setup, "runs", overrides={"train.max_epochs": 1})
+    steps_per_epoch = 128 // 16
+    assert first["epochs"] == 1 and first["steps"] == steps_per_epoch and first["resumed_from"] is None
+    assert (out / "model_space" / "last.ckpt").exists()
+
+    second = run(setup, "runs", overrides={"train.max_epochs": 2})   # continues from last.ckpt
+    assert second["resumed_from"].endswith("last.ckpt")
+    assert second["epochs"] == 2 and second["steps"] == 2 * steps_per_epoch
+    hist = second["history"]
+    assert [h["epoch"] for h in hist] == [0, 1]
+    assert hist[0]["val_loss"] == pytest.approx(first["history"][0]["val_loss"])
+    assert hist[1]["val_loss"] < hist[0]["val_loss"]           # it learns
+    assert second["best_val_loss"] == min(h["val_loss"] for h in hist)
+    for name in ("model.pt", "summary.json", "metrics.json", "curves.png", "best.ckpt"):
+        assert (out / "model_space" / name).exists(), name
+    assert json.loads((out / "model_space" / "summary.json").read_text())["run_key"] == second["run_key"]
+
+    third = run(setup, "runs", overrides={"train.max_epochs": 2})   # finished, same settings: not re-run
+    assert third == json.loads(json.dumps(second))
+
+    # model.pt: weights_only, reproduces the checkpointed network's predictions
+    net, info = load_network(out / "model_space" / "model.pt")
+    blob = torch.load(out / "model_space" / "model.pt", weights_only=True)
+    assert set(blob) >= {"state_dict", "net", "layout", "image_size", "loss"} and info["image_size"] == 32
+    assert "param_mean" in blob["state_dict"] and "param_std" in blob["state_dict"]
+    from ifn.learn.module import InverseFaceNetModule
+    from ifn.synth import build_renderer
+
+    renderer = build_renderer(load_params(setup / "params.yaml", OVERRIDES), REFLECTANCE)
+    module = InverseFaceNetModule.load_from_checkpoint(out / "model_space" / "best.ckpt", map_location="cpu",
+                                                       face_model=renderer.face_model,
+                                                       reflectance=renderer.reflectance).eval()
+    images = torch.from_numpy(np.array(Corpus.open(setup / "corpus").load("test", "images"))
+                              ).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert torch.equal(net(images), module(images))
+        pred = net(images)
+    assert pred.shape == (8, net.head.out_features) and torch.isfinite(pred).all()
