@@ -25,8 +25,13 @@ repro: data  ## run the whole pipeline (dvc.yaml) with params.yaml
 test: data  ## the test suite
 	$(BIN)/python -m pytest -q
 
+smoke: data  ## the whole pipeline on tiny sizes (smoke.yaml) in a scratch folder
+	$(BIN)/python -m ifn.smoke
+
 bench: setup  ## benchmark tables (printed, not asserted)
 	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/loss_bench.py
+	$(BIN)/python bench/train_bench.py
 
 lab: setup  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

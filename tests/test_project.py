@@ -46,6 +46,7 @@ def test_notebooks_are_stripped_and_pin_the_kernel():
 def test_every_stage_notebook_is_declared_in_dvc_yaml():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
+        stage = stage.get("do", stage)  # foreach stages keep their body under `do`
         nb = re.search(r"notebooks/\S+\.ipynb", stage["cmd"]).group(0)
         assert nb in stage["deps"], name
         assert stage["cmd"].startswith("python -m ifn.notebook "), name  # kernel pinned there
