@@ -15,3 +15,19 @@ def face_model_full():
     from ifn.model.facemodel import load_ict
 
     return load_ict(FaceModelConfig(region="full", n_shape=20, n_expression=53))
+
+
+@pytest.fixture(scope="session")
+def small_reflectance_path(tmp_path_factory):
+    """A real (small) reflectance model built by the project's generator + PCA: 100 samples, 8 components.
+
+    Tests must not depend on pipeline outputs (a fresh clone has none), so they build their own."""
+    from ifn.config import FaceModelConfig, ReflectanceConfig
+    from ifn.model.facemodel import load_ict
+    from ifn.model.reflectance import build_reflectance_model
+
+    model, _ = build_reflectance_model(load_ict(FaceModelConfig(region="all", n_shape=1, n_expression=0)),
+                                       ReflectanceConfig(n_samples=100, n_components=8), seed=0)
+    path = tmp_path_factory.mktemp("reflectance") / "reflectance.npz"
+    model.save(path)
+    return path

@@ -15,7 +15,6 @@ from ifn.config import FaceModelConfig, ReflectanceConfig
 from ifn.paths import resolve
 
 ICT = resolve("data/face_model/ict_face_light.npz")
-pytestmark = pytest.mark.skipif(not ICT.exists(), reason=f"{ICT} missing: run `dvc pull`")
 
 N_SAMPLES, N_COMPONENTS, SEED = 300, 40, 0
 

@@ -21,7 +21,6 @@ from ifn.learn.train import load_network, train  # noqa: E402
 from ifn.synth import synthesize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-REFLECTANCE = ROOT / "models" / "face_model" / "reflectance.npz"
 QUIET = {"log": lambda s: None}
 
 # A tiny problem: 32 px renders and network input, few modes, small batches, float32.
@@ -38,19 +37,19 @@ if "compile" in {f.name for f in dataclasses.fields(RenderConfig)}:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    if not REFLECTANCE.exists():
-        pytest.skip(f"{REFLECTANCE} missing (run the face_model stage)")
+def setup(tmp_path_factory, small_reflectance_path):
     tmp = tmp_path_factory.mktemp("train")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
-    synthesize(tmp / "params.yaml", tmp / "corpus", REFLECTANCE, overrides=OVERRIDES, log=lambda s: None)
+    (tmp / "reflectance.npz").write_bytes(small_reflectance_path.read_bytes())
+    synthesize(tmp / "params.yaml", tmp / "corpus", tmp / "reflectance.npz", overrides=OVERRIDES,
+               log=lambda s: None)
     return tmp
 
 
 def run(setup, out: str, loss: str = "model_space", **kw):
     overrides = {**OVERRIDES, **kw.pop("overrides", {})}
-    return train(setup / "params.yaml", loss, setup / "corpus", setup / out, REFLECTANCE, overrides, **kw, **QUIET)
+    return train(setup / "params.yaml", loss, setup / "corpus", setup / out, setup / "reflectance.npz", overrides, **kw, **QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +89,13 @@ def test_dataset_and_loaders(setup):
                                                   for i in range(16)]))
 
 
-def test_crop_adjusts_translation_consistently():
+def test_crop_adjusts_translation_consistently(setup):
     """Crop only: the adjusted parameters re-rendered put the landmarks where the crop moved them."""
     from ifn.synth import build_renderer, face_centre
 
     over = {k: v for k, v in OVERRIDES.items() if k.startswith(("face_model.", "reflectance.", "render."))}
     params = load_params(ROOT / "params.yaml", {**over, "render.image_size": 64})
-    renderer = build_renderer(params, REFLECTANCE)
+    renderer = build_renderer(params, setup / "reflectance.npz")
     layout = renderer.layout
     groups = layout.zeros(4)
     groups["rotation"] = torch.tensor([[0.3, 0.1, 0.0], [-0.5, -0.1, 0.1], [0.0, 0.0, 0.0], [0.8, 0.2, -0.2]])
@@ -172,7 +171,7 @@ def test_mini_training_resume_and_export(setup):
     from ifn.learn.module import InverseFaceNetModule
     from ifn.synth import build_renderer
 
-    renderer = build_renderer(load_params(setup / "params.yaml", OVERRIDES), REFLECTANCE)
+    renderer = build_renderer(load_params(setup / "params.yaml", OVERRIDES), setup / "reflectance.npz")
     module = InverseFaceNetModule.load_from_checkpoint(out / "model_space" / "best.ckpt", map_location="cpu",
                                                        face_model=renderer.face_model,
                                                        reflectance=renderer.reflectance).eval()
