@@ -1,0 +1,344 @@
+"""Analysis-by-synthesis refinement: optimise face parameters so the rendered face matches a photo.
+
+Energy per image (all terms (B,)):
+
+    E = w_photo * mean over rendered-face pixels of rho(|render_srgb - photo|)       (robust photometric term)
+      + w_photo * w_edge * edge                                                      (silhouette gradients, value 0)
+      + w_landmark * mean over landmarks of |l(p) - l*|^2 / S^2                       (optional 2D landmarks, px)
+      + w_translation_prior * |t_face / TRANSLATION_SIGMA|^2
+      + w_shape_prior * |alpha|^2 + w_reflectance_prior * |beta_r|^2 + w_expression_prior * |beta_e|^2
+
+rho acts on the per-pixel RGB residual norm (sRGB, [0, 1]): "l2" r^2, "l1" r (smoothed at 0), "huber" r^2 / (2 d)
+below d = `huber_delta`, r - d / 2 above (quadratic near the optimum, L1 for outliers: hair, occluders,
+background inside the rendered silhouette).
+
+The rasterizer's coverage is a hard decision: the photometric term alone gives geometry gradients only through
+the interpolated colours inside the face, nothing at its outline. `silhouette_edge_term` adds the missing
+outline derivatives (OpenDR-style, linearised: covering a photo pixel costs rho(render - photo), leaving it
+uncovered `edge_lambda`); it has value 0, so reported energies are the photometric + prior terms. On synthetic
+tests it halves the remaining rotation error and photometric error of a refinement.
+
+Adam runs on named parameter groups with per-group step sizes (`GROUP_LR` x lr, cosine-decayed to lr_final x):
+the groups live in very different units (rotation in radians, translation in cm, SH light ~ 3.5 for white
+ambient light). The translation is optimised as the face centre's (`to_pivot`), so a rotation turns the head
+about the face instead of swinging the face sideways about the head origin 9 cm behind it; without this,
+rotations of more than a few degrees are out of reach. Expression weights are projected back to [0, 1] after
+every step; per image the parameters of the lowest energy seen are returned.
+
+What to expect (synthetic 128 px renders of the full pipeline model, 30 steps, ~0.25 s/step for 6 images on one
+CPU thread): from parameters perturbed like a decent network prediction (rotation error 4 deg) the photometric
+MAE drops 5x (0.054 -> 0.011), rotation error to 1.3 deg, albedo error by a third; depth (translation z)
+stays ambiguous with the face's size. fit_from_mean (100 steps) halves the rotation error of the frontal start
+(39 -> 19 deg): good below ~35 deg of yaw, lost beyond ~45 deg.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import Section, _choice, _num, param
+from .render.camera import euler_to_matrix
+from .render.color import linear_to_srgb
+from .render.renderer import Renderer
+from .render.shading import AMBIENT_WHITE
+
+GROUPS = ("shape", "expression", "reflectance", "illumination", "rotation", "translation")
+# Step size of each group relative to `lr` (Adam moves a coordinate by about lr * scale per step).
+GROUP_LR = {
+    "shape": 1.0,          # N(0, 1) weights
+    "expression": 0.5,     # [0, 1] weights
+    "reflectance": 1.0,    # N(0, 1) weights
+    "illumination": 2.0,   # SH coefficients (white ambient of radiance 1: 3.54)
+    "rotation": 1.0,       # radians (lr 0.04: 2.3 degrees per step at first)
+    "translation": 10.0,   # cm, of the face centre (see `to_pivot`)
+}
+ROBUST = ("huber", "l1", "l2")
+# Spread of the translation in normalised crops (synthetic framing: x, y within +-1.5 cm plus the pose correction,
+# z within +-10 cm): the translation prior is |t / TRANSLATION_SIGMA|^2.
+TRANSLATION_SIGMA = (3.0, 3.0, 10.0)
+DEFAULT_AMBIENT = 0.8      # fit_from_mean's initial light: uniform white ambient of this radiance
+
+
+@dataclass(frozen=True)
+class RefineConfig(Section):
+    """Section `refine`: analysis-by-synthesis refinement of network predictions and the optimisation baseline."""
+
+    SECTION = "refine"
+    steps: int = param(30, **_num(0, 100000, integer=True))
+    lr: float = param(0.04, **_num(1e-6, 1.0))
+    w_photo: float = param(1.0, **_num(0.0, 1e6))
+    w_landmark: float = param(0.0, **_num(0.0, 1e6))
+    w_shape_prior: float = param(1e-4, **_num(0.0, 1e6))
+    w_reflectance_prior: float = param(1e-4, **_num(0.0, 1e6))
+    w_expression_prior: float = param(1e-3, **_num(0.0, 1e6))
+    robust: str = param("huber", **_choice(*ROBUST))
+    huber_delta: float = param(0.1, **_num(1e-4, 1.0))
+    w_edge: float = param(1.0, **_num(0.0, 1e6))
+    w_translation_prior: float = param(1e-3, **_num(0.0, 1e6))
+    baseline_steps: int = param(100, **_num(0, 100000, integer=True))
+    baseline_coarse_fraction: float = param(0.3, **_num(0.0, 1.0))
+    batch_size: int = param(16, **_num(1, 4096, integer=True))
+
+    def refine_kwargs(self) -> dict:
+        """Keyword arguments of `refine`."""
+        return {k: getattr(self, k) for k in (
+            "steps", "lr", "w_photo", "w_landmark", "w_shape_prior", "w_reflectance_prior", "w_expression_prior",
+            "w_translation_prior", "robust", "huber_delta", "w_edge")}
+
+    def baseline_kwargs(self) -> dict:
+        """Keyword arguments of `fit_from_mean` (the optimisation-only baseline)."""
+        return {**self.refine_kwargs(), "steps": self.baseline_steps,
+                "coarse_fraction": self.baseline_coarse_fraction}
+
+
+def robust_penalty(residual: torch.Tensor, kind: str = "huber", delta: float = 0.1) -> torch.Tensor:
+    """(..., C) residuals -> (...) rho(|r|) of the per-pixel residual norm (see the module docstring)."""
+    sq = residual.pow(2).sum(-1)
+    if kind == "l2":
+        return sq
+    norm = torch.sqrt(sq + 1e-8)
+    if kind == "l1":
+        return norm - 1e-4  # smooth at 0, exactly 0 there
+    if kind == "huber":
+        return torch.where(norm < delta, 0.5 * sq / delta, norm - 0.5 * delta)
+    raise ValueError(f"robust = {kind!r}: one of {', '.join(ROBUST)}")
+
+
+def face_pivot(renderer: Renderer) -> torch.Tensor:
+    """(3,) model-space centre of the mean face's landmarks, cm (as ifn.synth.face_centre)."""
+    ids = renderer.face_model.landmarks
+    return renderer.face_model.mean[ids[ids >= 0]].mean(0)
+
+
+def to_pivot(translation: torch.Tensor, rotation: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+    """Translation of the head origin -> translation of the face centre `pivot` (t + R c - c): rotating with
+    the latter fixed turns the head about the face, not about the head's origin behind it."""
+    pivot = pivot.to(translation)
+    return translation + euler_to_matrix(rotation) @ pivot - pivot
+
+
+def from_pivot(centred: torch.Tensor, rotation: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+    pivot = pivot.to(centred)
+    return centred - (euler_to_matrix(rotation) @ pivot - pivot)
+
+
+def energy_terms(renderer: Renderer, groups: Mapping[str, torch.Tensor], images: torch.Tensor,
+                 image_mask: torch.Tensor | None = None, landmarks: torch.Tensor | None = None,
+                 robust: str = "huber", huber_delta: float = 0.1, edge_lambda: float | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Unweighted energy terms (B,) of named parameter groups against sRGB photos (B, H, W, 3) in [0, 1]:
+    photo, edge, landmark (0 without a target), shape_prior, reflectance_prior, expression_prior; also
+    coverage (rendered face pixels counted). `edge_lambda`: cost of an unexplained photo pixel for the edge term
+    (default: rho at a residual norm of huber_delta; a photo pixel is taken into
+    the face where the render explains it better than that)."""
+    out = renderer(groups, background=0.0)
+    render = linear_to_srgb(out.image)
+    mask = out.mask if image_mask is None else out.mask & image_mask.bool()
+    m = mask.to(render.dtype)
+    count = m.sum((1, 2))
+    rho = robust_penalty(render - images, robust, huber_delta)
+    photo = (rho * m).sum((1, 2)) / count.clamp_min(1.0)
+    lam = robust_penalty(images.new_tensor([[huber_delta, 0.0, 0.0]]), robust, huber_delta).item() \
+        if edge_lambda is None else edge_lambda
+    edge = silhouette_edge_term(renderer, out, render, images, m, rho, robust, huber_delta, lam)
+    terms = {"photo": photo, "edge": edge / count.clamp_min(1.0), "coverage": count.detach()}
+    b = images.shape[0]
+    if landmarks is not None:
+        valid = torch.isfinite(landmarks).all(-1) & torch.isfinite(out.landmarks).all(-1)
+        diff = torch.where(valid[..., None], out.landmarks - torch.nan_to_num(landmarks), torch.zeros_like(landmarks))
+        size = float(renderer.settings.image_size)
+        terms["landmark"] = diff.pow(2).sum(-1).sum(-1) / valid.sum(-1).clamp_min(1) / size ** 2
+    else:
+        terms["landmark"] = images.new_zeros(b)
+    sigma = groups["translation"].new_tensor(TRANSLATION_SIGMA)
+    centred = to_pivot(groups["translation"], groups["rotation"], face_pivot(renderer))
+    terms["translation_prior"] = (centred / sigma).pow(2).sum(-1)
+    terms["shape_prior"] = groups["shape"].pow(2).sum(-1)
+    terms["reflectance_prior"] = groups["reflectance"].pow(2).sum(-1)
+    terms["expression_prior"] = groups["expression"].pow(2).sum(-1)
+    return terms
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> 3x3 neighbourhood sums (replicate padding: no edge at the image border)."""
+    c = x.shape[1]
+    k = x.new_ones(c, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
+
+
+def silhouette_edge_term(renderer: Renderer, out, render: torch.Tensor, images: torch.Tensor, mask: torch.Tensor,
+                         rho: torch.Tensor, robust: str, delta: float, lam: float) -> torch.Tensor:
+    """(B,) linearised change of a segmentation energy when the face's outline moves (gradients only; value 0).
+
+    The rasterizer's coverage has no gradient, so a photometric term over the rendered mask cannot grow or
+    shrink the silhouette. Model instead: a covered pixel costs rho(render - photo), an uncovered one `lam`.
+    At an outline pixel p (covered, with uncovered 3x3 neighbours) moving the outline outwards by delta_p pixels
+    covers photo pixels outside (cost change ~ delta_p * (rho_out - lam)), inwards uncovers p (~ delta_p *
+    (rho_p - lam)). delta_p = n_p . (screen motion of the surface point under p), n_p the outward normal of the
+    mask. The coefficients are detached; the returned sum is 0 in value and carries only that gradient (OpenDR-
+    style image-space boundary derivatives).
+    """
+    b, h, w = mask.shape
+    frags = out.fragments
+    xy, _ = renderer.camera.project(out.vertices)                      # (B, V, 2) differentiable
+    v = xy.shape[1]
+    corner = frags.triangles[frags.face] + (frags.batch_index * v)[:, None]
+    u = (xy.reshape(b * v, 2)[corner] * frags.bary.detach()[..., None]).sum(1)  # material point's screen motion
+    motion = frags.scatter(u - u.detach())                             # (B, H, W, 2), value 0
+    with torch.no_grad():
+        m = mask[:, None]
+        outside = _box3(1 - m)                                          # uncovered neighbours
+        outline = (m[:, 0] > 0) & (outside[:, 0] > 0)
+        mp = F.pad(m, (1, 1, 1, 1), mode="replicate")
+        gx = (mp[..., 1:-1, 2:] - mp[..., 1:-1, :-2])[:, 0]
+        gy = (mp[..., 2:, 1:-1] - mp[..., :-2, 1:-1])[:, 0]
+        normal = -torch.stack([gx, gy], -1)                             # points out of the mask
+        normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        photo_out = _box3(images.permute(0, 3, 1, 2) * (1 - m)) / outside.clamp_min(1e-6)
+        rho_out = robust_penalty(render - photo_out.permute(0, 2, 3, 1), robust, delta)
+        coeff = torch.where(outline, 0.5 * (rho_out + rho.detach()) - lam, torch.zeros_like(rho))
+    delta_px = (motion * normal).sum(-1)
+    return (coeff * delta_px).sum((1, 2))
+
+
+WEIGHTED = ("photo", "edge", "landmark", "translation_prior", "shape_prior", "reflectance_prior", "expression_prior")
+
+
+def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, steps: int = 30, lr: float = 0.04,
+           optimizer: str = "adam", w_photo: float = 1.0, w_landmark: float = 0.0, w_shape_prior: float = 1e-4,
+           w_reflectance_prior: float = 1e-4, w_expression_prior: float = 1e-3, w_translation_prior: float = 1e-3,
+           robust: str = "huber", huber_delta: float = 0.1, w_edge: float = 1.0, edge_lambda: float | None = None,
+           landmarks: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
+           free: Sequence[str] = GROUPS, group_lr: Mapping[str, float] | None = None, lr_final: float = 0.1,
+           return_best: bool = True, log_every: int = 0, log: Callable[[str], None] = print
+           ) -> tuple[torch.Tensor, dict]:
+    """Refine parameters (B, P) so `renderer` reproduces `images` (B, H, W, 3) sRGB in [0, 1].
+
+    landmarks   optional (B, 68, 2) 2D targets in render pixels (NaN = unknown), used when w_landmark > 0
+    image_mask  optional (B, H, W) photo pixels to compare (e.g. not the padded border of a crop)
+    free        parameter groups optimised (the others stay at init)
+    group_lr    overrides of GROUP_LR (per-group step size relative to lr)
+    lr_final    the step size decays (cosine) from lr to lr * lr_final over the steps
+    return_best per image, return the parameters of the lowest energy seen (else those after the last step)
+    w_edge, edge_lambda  the silhouette term (see `silhouette_edge_term`); w_edge = 0 switches it off
+
+    Returns (params (B, P) detached, history) with history[term] (steps + 1, B) for the total "energy", every
+    term and "coverage", "step_seconds" (steps,) and "best_step" (B,). Runs on the device of `images`; the
+    renderer must be there too (`renderer.to(device)`).
+    """
+    if optimizer.lower() != "adam":
+        raise ValueError(f"optimizer {optimizer!r}: only 'adam' is supported")
+    if robust not in ROBUST:
+        raise ValueError(f"robust = {robust!r}: one of {', '.join(ROBUST)}")
+    size = renderer.settings.image_size
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be (B, {size}, {size}, 3) sRGB in [0, 1] (the renderer's size), "
+                         f"got {tuple(images.shape)}")
+    unknown = set(free) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown parameter groups {sorted(unknown)}; groups: {', '.join(GROUPS)}")
+    layout = renderer.layout
+    images = images.to(torch.float32)
+    init = init_params.detach().to(images.device, torch.float32)
+    if init.shape != (images.shape[0], layout.size):
+        raise ValueError(f"init_params must be ({images.shape[0]}, {layout.size}), got {tuple(init.shape)}")
+    if landmarks is not None:
+        landmarks = landmarks.to(images.device, torch.float32)
+    weights = {"photo": w_photo, "edge": w_photo * w_edge, "landmark": w_landmark if landmarks is not None else 0.0,
+               "translation_prior": w_translation_prior, "shape_prior": w_shape_prior,
+               "reflectance_prior": w_reflectance_prior,
+               "expression_prior": w_expression_prior}
+    scales = {**GROUP_LR, **(group_lr or {})}
+
+    # The translation is optimised as the face centre's (`to_pivot`): rotation and translation decouple.
+    pivot = face_pivot(renderer).to(images.device, torch.float32)
+    leaves = {name: t.clone().contiguous() for name, t in layout.split(init).items()}
+    leaves["translation"] = to_pivot(leaves["translation"], leaves["rotation"], pivot).contiguous()
+    leaves["expression"].clamp_(0.0, 1.0)
+
+    def actual(detach: bool = False) -> dict[str, torch.Tensor]:
+        groups = {k: (v.detach() if detach else v) for k, v in leaves.items()}
+        groups["translation"] = from_pivot(groups["translation"], groups["rotation"], pivot)
+        return groups
+
+    for name in free:
+        leaves[name].requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [leaves[n]], "lr": lr * scales[n]} for n in free if n in leaves])
+    base_lrs = [grp["lr"] for grp in opt.param_groups]
+
+    b = images.shape[0]
+    best_energy = torch.full((b,), math.inf, device=images.device)
+    best = init.clone()
+    best_step = torch.zeros(b, dtype=torch.long)
+    history: dict[str, list] = {k: [] for k in ("energy", *WEIGHTED, "coverage")}
+    seconds = []
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        track = step < steps and bool(free)
+        with torch.set_grad_enabled(track):
+            terms = energy_terms(renderer, actual(), images, image_mask, landmarks if weights["landmark"] else None,
+                                 robust, huber_delta, edge_lambda)
+            energy = sum(weights[k] * terms[k] for k in WEIGHTED)
+        with torch.no_grad():
+            e = energy.detach()
+            improved = e < best_energy
+            if improved.any():
+                best_energy = torch.where(improved, e, best_energy)
+                best[improved] = layout.join(actual(detach=True))[improved]
+                best_step[improved.cpu()] = step
+            history["energy"].append(e.cpu())
+            for k in (*WEIGHTED, "coverage"):
+                history[k].append(terms[k].detach().float().cpu())
+        if log_every and (step % log_every == 0 or step == steps):
+            log(f"refine step {step}/{steps}: energy {e.mean():.5f} photo {terms['photo'].detach().mean():.5f}")
+        if not track:
+            break
+        opt.zero_grad(set_to_none=True)
+        energy.sum().backward()
+        decay = lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
+        for grp, base in zip(opt.param_groups, base_lrs):
+            grp["lr"] = base * decay
+        opt.step()
+        with torch.no_grad():
+            leaves["expression"].clamp_(0.0, 1.0)
+        seconds.append(time.perf_counter() - t0)
+    final = best if return_best else layout.join(actual(detach=True))
+    hist = {k: torch.stack(v) for k, v in history.items()}
+    hist["step_seconds"] = torch.tensor(seconds)
+    hist["best_step"] = best_step
+    return final.detach(), hist
+
+
+def mean_face_params(renderer: Renderer, batch: int, ambient: float = DEFAULT_AMBIENT,
+                     device=None) -> torch.Tensor:
+    """(batch, P): mean shape/reflectance, no expression, frontal pose, zero translation (the synthetic framing
+    centres the face), uniform white ambient light of radiance `ambient`."""
+    groups = renderer.layout.zeros(batch)
+    groups["illumination"][:, 0, :] = AMBIENT_WHITE * ambient
+    return renderer.layout.join(groups).to(device)
+
+
+COARSE_GROUPS = ("illumination", "rotation", "translation")
+
+
+def fit_from_mean(renderer: Renderer, images: torch.Tensor, steps: int = 100, coarse_fraction: float = 0.3,
+                  coarse_groups: Sequence[str] = COARSE_GROUPS, **kwargs) -> tuple[torch.Tensor, dict]:
+    """The optimisation-only baseline: `refine` started from the mean face (`mean_face_params`), first
+    `coarse_fraction` of the steps on pose and light only, then on everything. kwargs go to `refine`.
+    Returns (params, history) with the two stages' histories concatenated (steps + 1 rows)."""
+    init = mean_face_params(renderer, images.shape[0], device=images.device)
+    coarse = int(round(steps * coarse_fraction))
+    params, h1 = refine(renderer, images, init, steps=coarse, free=coarse_groups, **kwargs)
+    if steps - coarse <= 0:
+        return params, h1
+    params, h2 = refine(renderer, images, params, steps=steps - coarse, **kwargs)
+    hist = {k: torch.cat([h1[k][:-1], h2[k]]) for k in ("energy", *WEIGHTED, "coverage")}
+    hist["step_seconds"] = torch.cat([h1["step_seconds"], h2["step_seconds"]])
+    hist["best_step"] = h2["best_step"] + coarse
+    hist["coarse_steps"] = coarse
+    return params, hist
