@@ -23,7 +23,7 @@ repro: data  ## run the whole pipeline (dvc.yaml) with params.yaml
 	$(BIN)/dvc repro
 	# DVC commits stage outputs to its cache as copies; relink them to the cache so large outputs (the corpus)
 	# are not stored twice. Not the train stages: their persistent checkpoints are rewritten in place.
-	$(BIN)/dvc checkout --relink -q face_model synthesize evaluate_synthetic
+	$(BIN)/dvc checkout --relink -q face_model synthesize evaluate_synthetic evaluate_real
 
 test: data  ## the test suite
 	$(BIN)/python -m pytest -q

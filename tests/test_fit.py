@@ -99,8 +99,13 @@ def test_robust_penalties():
 def test_energy_decreases(renderer):
     gt, images, g = synthetic(renderer, 2, seed=1)
     init = perturb(renderer, gt, g, rot_deg=5.0, xy_cm=0.7)
-    params, hist = refine(renderer, images, init, steps=16, lr=0.04)
+    params, hist = refine(renderer, images, init, steps=16, lr=0.04, snapshots=(0, 8, 16))
     e = hist["energy"]
+    # Snapshots: the best parameters so far at step k (step 0: the start, the last: what refine returns).
+    assert sorted(hist["snapshots"]) == [0, 8, 16]
+    assert torch.equal(hist["snapshots"][16], params)
+    assert torch.allclose(hist["snapshots"][0], init)
+    assert not torch.equal(hist["snapshots"][8], init)
     assert e.shape == (17, 2) and hist["photo"].shape == (17, 2) and hist["step_seconds"].shape == (16,)
     assert (e[-1] < 0.5 * e[0]).all(), e[:, :].T
     assert (e[8] < e[0]).all() and (e[-4:].mean(0) < e[4:8].mean(0)).all()  # monotonic-ish
@@ -174,8 +179,13 @@ def test_fit_from_mean_baseline(renderer):
     init = mean_face_params(renderer, 2)
     ig = renderer.groups(init)
     assert torch.equal(ig["shape"], torch.zeros_like(ig["shape"])) and ig["illumination"][:, 0].min() > 2.8
-    params, hist = fit_from_mean(renderer, images, steps=16, coarse_fraction=0.5, lr=0.04)
+    params, hist = fit_from_mean(renderer, images, steps=16, coarse_fraction=0.5, lr=0.04, snapshots=(0, 4, 12, 16))
     assert hist["energy"].shape == (17, 2) and hist["coarse_steps"] == 8
+    snaps = hist["snapshots"]   # step numbers count across both stages
+    assert sorted(snaps) == [0, 4, 12, 16] and torch.allclose(snaps[0], init) and torch.equal(snaps[16], params)
+    coarse_only = [n for n in renderer.layout.names if n not in ("illumination", "rotation", "translation")]
+    assert all(torch.equal(renderer.groups(snaps[4])[n], ig[n]) for n in coarse_only)  # stage 1: pose + light
+    assert not torch.equal(renderer.groups(snaps[12])["shape"], ig["shape"])
     assert (hist["energy"][-1] < 0.6 * hist["energy"][0]).all()
     assert (photo_mae(renderer, params, images) < 0.8 * photo_mae(renderer, init, images)).all()
 

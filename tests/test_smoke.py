@@ -23,10 +23,12 @@ def test_smoke_pipeline_runs_every_stage(smoke_run):
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    items = {"train": params["train"]["compare"], "breed": list(params["breed"]["rounds"])}
     expected = set()
     for name, stage in stages.items():
         if "foreach" in stage:
-            expected |= {f"{name}@{item}" for item in ("model_space", "parameter")}
+            expected |= {f"{name}@{item}" for item in items[name]}
         else:
             expected.add(name)
     assert expected <= set(lock)
@@ -42,3 +44,62 @@ def test_smoke_metrics_have_both_variants(smoke_run):
         for key in ("geometry_mm_mean", "shape_mm_mean", "reflectance_mae_mean", "shading_mae_mean",
                     "rotation_deg_mean", "photometric_mae_mean"):
             assert math.isfinite(variant[key]) and variant[key] >= 0
+
+
+def test_smoke_breeding_rounds_chain_and_write_their_outputs(smoke_run):
+    import torch
+    import yaml
+
+    work = Path(smoke_run["workdir"])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    previous = None
+    for name in params["breed"]["rounds"]:
+        folder = work / params["breed"]["out_dir"] / name
+        for f in ("model.pt", "metrics.json", "summary.json", "photos.json", "examples.png", "bred/meta.json"):
+            assert (folder / f).exists(), f"{name}: {f} missing"
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["previous"] == params["breed"]["rounds"][name]
+        assert summary["pools"][-1].endswith(f"{name}/bred") and len(summary["pools"]) == \
+            list(params["breed"]["rounds"]).index(name) + 1          # this round's samples and all earlier ones
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["breed_photos"] > 0
+        assert metrics["breed_bred_samples"] == metrics["breed_photos"] * params["breed"]["variants_per_photo"]
+        blob = torch.load(folder / "model.pt", weights_only=True)
+        if previous is not None:   # fine-tuned: the weights moved away from the predecessor's
+            moved = [not torch.equal(blob["state_dict"][k], previous[k]) for k in previous if k.endswith("weight")]
+            assert any(moved)
+        previous = blob["state_dict"]
+
+
+def test_smoke_real_metrics_have_every_variant(smoke_run):
+    import yaml
+
+    work = Path(smoke_run["workdir"])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    metrics = json.loads((work / "metrics" / "evaluate_real.json").read_text())
+    variants = ["synthetic_only", *params["breed"]["rounds"], "refined", "optimization_only"]
+    assert set(metrics) == set(variants)
+    for name, m in metrics.items():
+        for key in ("photometric_mae", "nme_mean", "nme_0_30", "nme_30_60", "nme_60_90", "seconds_per_image"):
+            assert math.isfinite(m[key]) and m[key] >= 0, (name, key, m.get(key))
+        assert m["n_photos"] == params["evaluate_real"]["photos"]
+        assert m["n_benchmark"] == params["evaluate_real"]["benchmark_images"]
+    # Refinement costs time: the refined and optimisation-only variants are slower than a forward pass.
+    assert metrics["refined"]["seconds_per_image"] > metrics["synthetic_only"]["seconds_per_image"]
+    assert (work / "outputs" / "figures" / "06_evaluate_real" / "nme_mean.png").exists()
+
+
+def test_smoke_figures_and_report(smoke_run):
+    work = Path(smoke_run["workdir"])
+    figs = work / "outputs" / "figures" / "07_figures"
+    for name in ("qualitative", "edits", "loss_ablation", "rounds", "accuracy_vs_time", "nme_yaw", "error_maps",
+                 "fairness"):
+        assert (figs / f"{name}.png").stat().st_size > 1000 and (figs / f"{name}.pdf").exists(), name
+    fairness = json.loads((work / "metrics" / "fairness.json").read_text())
+    assert {"gender", "race", "age"} <= set(fairness)
+    report = (work / "reports" / "REPORT.md").read_text()
+    assert "## 6. Real images" in report and "Missing inputs" not in report
+    for line in report.splitlines():            # every linked figure exists
+        if line.startswith("!["):
+            target = line[line.index("(") + 1:line.rindex(")")]
+            assert (work / "reports" / target).resolve().exists(), target

@@ -268,6 +268,145 @@ class TrainConfig(Section):
             raise ParamsError("params.yaml: train.compare is invalid: list at least one loss")
 
 
+# -- real photos, refinement, breeding, real-image evaluation (issue 4) ---------------------------------------
+
+REAL_SOURCES = ("aflw", "utkface", "celeba")   # folders of data/real (framing per source: ifn.real)
+ROBUST = ("huber", "l1", "l2")                 # robust penalties of the refinement's photometric term
+
+
+@dataclass(frozen=True)
+class RealConfig(Section):
+    """Section `real`: the unlabelled real photos (ifn.real); framing constants are documented there."""
+
+    SECTION = "real"
+    root: str = param("data/real")
+    sources: tuple = param(list(REAL_SOURCES), list_of=_choice(*REAL_SOURCES))
+    heldout_fraction: float = param(0.05, **_num(0.0, 0.5))
+    image_size: int = param(0, **_num(0, 1024, integer=True))
+    max_side: int = param(4096, **_num(64, 65536, integer=True))
+    roi_scale: float = param(1.0, **_num(0.3, 4.0))
+    roi_shift_y: float = param(-0.03, **_num(-0.5, 0.5))
+
+    def validate(self):
+        if not self.sources:
+            raise ParamsError("params.yaml: real.sources is invalid: at least one of " + " | ".join(REAL_SOURCES))
+        if 0 < self.image_size < 16:
+            raise ParamsError(f"params.yaml: real.image_size = {self.image_size} is invalid: 0 (= render.image_size) "
+                              f"or an integer in [16, 1024]")
+
+    def working_size(self, render_image_size: int) -> int:
+        return self.image_size or render_image_size
+
+
+@dataclass(frozen=True)
+class RefineConfig(Section):
+    """Section `refine`: analysis-by-synthesis refinement of network predictions and the optimisation-only
+    baseline (ifn.fit)."""
+
+    SECTION = "refine"
+    steps: int = param(30, **_num(0, 100000, integer=True))
+    lr: float = param(0.04, **_num(1e-6, 1.0))
+    w_photo: float = param(1.0, **_num(0.0, 1e6))
+    w_landmark: float = param(0.0, **_num(0.0, 1e6))
+    w_shape_prior: float = param(1e-4, **_num(0.0, 1e6))
+    w_reflectance_prior: float = param(1e-4, **_num(0.0, 1e6))
+    w_expression_prior: float = param(1e-3, **_num(0.0, 1e6))
+    robust: str = param("huber", **_choice(*ROBUST))
+    huber_delta: float = param(0.1, **_num(1e-4, 1.0))
+    w_edge: float = param(1.0, **_num(0.0, 1e6))
+    w_translation_prior: float = param(1e-3, **_num(0.0, 1e6))
+    baseline_steps: int = param(100, **_num(0, 100000, integer=True))
+    baseline_coarse_fraction: float = param(0.3, **_num(0.0, 1.0))
+    batch_size: int = param(16, **_num(1, 4096, integer=True))
+
+    def refine_kwargs(self) -> dict:
+        """Keyword arguments of ifn.fit.refine."""
+        return {k: getattr(self, k) for k in (
+            "steps", "lr", "w_photo", "w_landmark", "w_shape_prior", "w_reflectance_prior", "w_expression_prior",
+            "w_translation_prior", "robust", "huber_delta", "w_edge")}
+
+    def baseline_kwargs(self) -> dict:
+        """Keyword arguments of ifn.fit.fit_from_mean (the optimisation-only baseline)."""
+        return {**self.refine_kwargs(), "steps": self.baseline_steps,
+                "coarse_fraction": self.baseline_coarse_fraction}
+
+
+@dataclass(frozen=True)
+class PerturbConfig(Section):
+    """Section `breed.perturb`: std of the Gaussian perturbation of each group of a refined real-photo estimate
+    before it is re-rendered as a new training sample (ifn.breed)."""
+
+    SECTION = "breed.perturb"
+    shape: float = param(0.3, **_num(0.0, 3.0))            # identity weights, prior std units
+    expression: float = param(0.1, **_num(0.0, 1.0))       # blendshape weights (then clamped to [0, 1])
+    reflectance: float = param(0.3, **_num(0.0, 3.0))      # albedo weights, prior std units
+    illumination: float = param(0.15, **_num(0.0, 2.0))    # relative: SH coefficients x (1 + N(0, this))
+    rotation_deg: float = param(5.0, **_num(0.0, 45.0))    # yaw, pitch, roll, degrees
+    translation_cm: float = param(0.5, **_num(0.0, 10.0))  # x, y, z, centimetres
+
+
+@dataclass(frozen=True)
+class BreedConfig(Section):
+    """Section `breed`: self-supervised bootstrapping rounds on real photos (ifn.breed, stages breed@<round>)."""
+
+    SECTION = "breed"
+    rounds: Any = param({"round_1": "models/train/model_space", "round_2": "models/breed/round_1"})
+    out_dir: str = param("models/breed")
+    photos_per_round: int = param(256, **_num(1, 10_000_000, integer=True))
+    refine_steps: int = param(30, **_num(0, 100000, integer=True))
+    variants_per_photo: int = param(4, **_num(1, 1000, integer=True))
+    mix_fraction: float = param(0.5, **_num(0.0, 1.0))
+    epoch_size: int = param(4096, **_num(1, 10_000_000, integer=True))
+    finetune_epochs: int = param(2, **_num(1, 10000, integer=True))
+    lr: float = param(5e-4, **_num(1e-7, 1.0))
+    max_minutes: float = param(5.0, **_num(0.1, 100000.0))
+    perturb: PerturbConfig = param(PerturbConfig())
+
+    @classmethod
+    def from_dict(cls, raw, section=None):
+        raw = dict(raw or {})
+        perturb = PerturbConfig.from_dict(raw.pop("perturb", None))
+        return dataclasses.replace(super().from_dict(raw, section), perturb=perturb)
+
+    def validate(self):
+        rounds = self.rounds
+        if not isinstance(rounds, Mapping) or not rounds:
+            raise ParamsError(f"params.yaml: breed.rounds = {rounds!r} is invalid: a mapping round name -> folder "
+                              f"of the network it fine-tunes (e.g. round_1: models/train/model_space)")
+        names = list(rounds)
+        for i, (name, previous) in enumerate(rounds.items()):
+            if not isinstance(name, str) or not name.replace("_", "").isalnum():
+                raise ParamsError(f"params.yaml: breed.rounds key {name!r} is invalid: letters, digits and _")
+            if i and previous != f"{self.out_dir}/{names[i - 1]}":
+                raise ParamsError(f"params.yaml: breed.rounds.{name} = {previous!r} is invalid: round {i + 1} "
+                                  f"must start from its predecessor, {self.out_dir}/{names[i - 1]}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.rounds)
+
+    def previous(self, name: str) -> str:
+        """Folder of the network round `name` starts from (its model.pt)."""
+        if name not in self.rounds:
+            raise ParamsError(f"params.yaml: breed.rounds has no round {name!r} (rounds: {', '.join(self.rounds)})")
+        return self.rounds[name]
+
+    def folder(self, name: str) -> str:
+        return f"{self.out_dir}/{name}"
+
+
+@dataclass(frozen=True)
+class EvaluateRealConfig(Section):
+    """Section `evaluate_real`: the real-image evaluation (ifn.evaluate_real)."""
+
+    SECTION = "evaluate_real"
+    photos: int = param(96, **_num(0, 1_000_000, integer=True))
+    benchmark_images: int = param(120, **_num(0, 1_000_000, integer=True))
+    benchmark: str = param("data/benchmark/aflw2000_dev")
+    refine_steps: int = param(30, **_num(0, 100000, integer=True))
+    batch_size: int = param(64, **_num(1, 4096, integer=True))
+
+
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml, validated."""
@@ -278,6 +417,10 @@ class Params:
     render: RenderConfig
     synthesize: SynthesizeConfig
     train: TrainConfig
+    real: RealConfig
+    refine: RefineConfig
+    breed: BreedConfig
+    evaluate_real: EvaluateRealConfig
     raw: Mapping[str, Any]
 
     SECTIONS = {
@@ -286,6 +429,10 @@ class Params:
         "render": RenderConfig,
         "synthesize": SynthesizeConfig,
         "train": TrainConfig,
+        "real": RealConfig,
+        "refine": RefineConfig,
+        "breed": BreedConfig,
+        "evaluate_real": EvaluateRealConfig,
     }
 
     @classmethod
@@ -293,7 +440,25 @@ class Params:
         raw = dict(raw or {})
         seed = _check("", "seed", raw.get("seed", 0), _num(0, 2**31 - 1, integer=True))
         sections = {name: kind.from_dict(raw.get(name)) for name, kind in cls.SECTIONS.items()}
-        return cls(seed=seed, raw=raw, **sections)
+        unknown = sorted(set(raw) - set(cls.SECTIONS) - {"seed"})
+        if unknown:
+            raise ParamsError(f"params.yaml: unknown section {unknown[0]} (sections: seed, {', '.join(cls.SECTIONS)})")
+        out = cls(seed=seed, raw=raw, **sections)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        first = self.breed.previous(self.breed.names[0])
+        expected = f"{self.train.out_dir}/{self.train.loss}"
+        if first != expected:
+            raise ParamsError(f"params.yaml: breed.rounds.{self.breed.names[0]} = {first!r} is invalid: the first "
+                              f"round starts from the network of train.loss = {self.train.loss}, {expected}")
+        if self.train.loss not in self.train.compare:
+            raise ParamsError(f"params.yaml: train.loss = {self.train.loss} is not trained: add it to train.compare")
+
+    def final_network(self) -> str:
+        """Path (relative to the project root) of the pipeline's final network: the last breeding round's."""
+        return f"{self.breed.folder(self.breed.names[-1])}/model.pt"
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:

@@ -75,6 +75,34 @@ def reconstruction_errors(renderer: Renderer, pred: torch.Tensor, true: torch.Te
     return out
 
 
+def face_triangles(renderer: Renderer) -> torch.Tensor:
+    """(F,) bool: triangles of the render mesh whose three vertices are on the model's face part (not the
+    head/neck, eyeballs or mouth socket): the pixels a real photo is compared on (hair and neck excluded)."""
+    face = renderer.face_model.part_mask("face")
+    return face[renderer.face_model.triangles].all(-1)
+
+
+@torch.no_grad()
+def photo_errors(renderer: Renderer, params: torch.Tensor, images: torch.Tensor, batch_size: int = 64
+                 ) -> dict[str, torch.Tensor]:
+    """Masked photometric error of re-rendered estimates against photos: params (N, P), images (N, H, W, 3)
+    sRGB in [0, 1] (the renderer's size). Returns photometric_mae (N,): mean absolute sRGB error per channel
+    over the pixels where the estimate's face part is visible, and coverage (N,): the fraction of the image
+    those pixels cover (an estimate that covers nothing has MAE NaN: it explains nothing)."""
+    tri = face_triangles(renderer)
+    mae, coverage = [], []
+    for start in range(0, len(params), batch_size):
+        p = params[start:start + batch_size]
+        out = renderer(p, background=0.0)
+        ptf = out.pix_to_face
+        m = ((ptf >= 0) & tri.to(ptf.device)[ptf.clamp_min(0)]).float()
+        err = (linear_to_srgb(out.image) - images[start:start + batch_size].to(out.image)).abs().mean(-1)
+        count = m.sum((1, 2))
+        mae.append(torch.where(count > 0, (err * m).sum((1, 2)) / count.clamp_min(1), torch.nan))
+        coverage.append(count / m[0].numel())
+    return {"photometric_mae": torch.cat(mae).cpu(), "coverage": torch.cat(coverage).cpu()}
+
+
 def summarize(errors: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, float]:
     """{metric: (N,) values} -> {metric_mean, metric_p50, metric_p90} (vertex maps skipped)."""
     out = {}
@@ -127,15 +155,17 @@ def evaluate_variant(renderer: Renderer, net: torch.nn.Module, images: np.ndarra
 def evaluate_synthetic(params_file="params.yaml", corpus_dir=None, models_dir=None,
                        reflectance_path="models/face_model/reflectance.npz",
                        metrics_path="metrics/evaluate_synthetic.json",
-                       figures_dir="outputs/figures/05_evaluate_synthetic", overrides=None, log=print) -> dict:
+                       figures_dir="outputs/figures/05_evaluate_synthetic",
+                       maps_path="outputs/evaluate_synthetic/vertex_error_mm.npz", overrides=None, log=print) -> dict:
     """Evaluate every trained variant (train.compare) on the synthetic test split.
 
-    Writes one metrics object per variant to `metrics_path` and figures (ablation bars, error maps on the
-    mean face, reconstructions) to `figures_dir`. Returns the metrics dict.
+    Writes one metrics object per variant to `metrics_path`, figures (ablation bars, error maps on the
+    mean face, reconstructions) to `figures_dir` and the mean per-vertex geometry error of each variant, (V,) mm,
+    to `maps_path` (for later figures). Returns the metrics dict.
     """
     from pathlib import Path
 
-    from .atomic import save_figure, save_json
+    from .atomic import save_figure, save_json, save_npz
     from .config import load_params
     from .corpus import Corpus
     from .figures import error_maps_figure, metric_bars_figure, reconstructions_figure, rerender
@@ -159,6 +189,7 @@ def evaluate_synthetic(params_file="params.yaml", corpus_dir=None, models_dir=No
         renders[variant] = rerender(renderer, torch.from_numpy(raw["pred"][:8]))
         log(f"{variant}: " + ", ".join(f"{k} {summary[k + '_mean']:.4g}" for k in METRICS))
     save_json(resolve(metrics_path), metrics)
+    save_npz(resolve(maps_path), **{k: np.asarray(v, dtype=np.float32) for k, v in maps.items()})
     figs = Path(resolve(figures_dir))
     save_figure(metric_bars_figure(metrics, [f"{m}_mean" for m in METRICS],
                                    "synthetic test split: model-space vs parameter loss"), figs / "ablation.png")

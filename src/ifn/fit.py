@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .config import Section, _choice, _num, param
+from .config import ROBUST, RefineConfig  # noqa: F401  (RefineConfig: section `refine`, re-exported)
 from .render.camera import euler_to_matrix
 from .render.color import linear_to_srgb
 from .render.renderer import Renderer
@@ -57,43 +56,10 @@ GROUP_LR = {
     "rotation": 1.0,       # radians (lr 0.04: 2.3 degrees per step at first)
     "translation": 10.0,   # cm, of the face centre (see `to_pivot`)
 }
-ROBUST = ("huber", "l1", "l2")
 # Spread of the translation in normalised crops (synthetic framing: x, y within +-1.5 cm plus the pose correction,
 # z within +-10 cm): the translation prior is |t / TRANSLATION_SIGMA|^2.
 TRANSLATION_SIGMA = (3.0, 3.0, 10.0)
 DEFAULT_AMBIENT = 0.8      # fit_from_mean's initial light: uniform white ambient of this radiance
-
-
-@dataclass(frozen=True)
-class RefineConfig(Section):
-    """Section `refine`: analysis-by-synthesis refinement of network predictions and the optimisation baseline."""
-
-    SECTION = "refine"
-    steps: int = param(30, **_num(0, 100000, integer=True))
-    lr: float = param(0.04, **_num(1e-6, 1.0))
-    w_photo: float = param(1.0, **_num(0.0, 1e6))
-    w_landmark: float = param(0.0, **_num(0.0, 1e6))
-    w_shape_prior: float = param(1e-4, **_num(0.0, 1e6))
-    w_reflectance_prior: float = param(1e-4, **_num(0.0, 1e6))
-    w_expression_prior: float = param(1e-3, **_num(0.0, 1e6))
-    robust: str = param("huber", **_choice(*ROBUST))
-    huber_delta: float = param(0.1, **_num(1e-4, 1.0))
-    w_edge: float = param(1.0, **_num(0.0, 1e6))
-    w_translation_prior: float = param(1e-3, **_num(0.0, 1e6))
-    baseline_steps: int = param(100, **_num(0, 100000, integer=True))
-    baseline_coarse_fraction: float = param(0.3, **_num(0.0, 1.0))
-    batch_size: int = param(16, **_num(1, 4096, integer=True))
-
-    def refine_kwargs(self) -> dict:
-        """Keyword arguments of `refine`."""
-        return {k: getattr(self, k) for k in (
-            "steps", "lr", "w_photo", "w_landmark", "w_shape_prior", "w_reflectance_prior", "w_expression_prior",
-            "w_translation_prior", "robust", "huber_delta", "w_edge")}
-
-    def baseline_kwargs(self) -> dict:
-        """Keyword arguments of `fit_from_mean` (the optimisation-only baseline)."""
-        return {**self.refine_kwargs(), "steps": self.baseline_steps,
-                "coarse_fraction": self.baseline_coarse_fraction}
 
 
 def robust_penalty(residual: torch.Tensor, kind: str = "huber", delta: float = 0.1) -> torch.Tensor:
@@ -215,8 +181,8 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
            robust: str = "huber", huber_delta: float = 0.1, w_edge: float = 1.0, edge_lambda: float | None = None,
            landmarks: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
            free: Sequence[str] = GROUPS, group_lr: Mapping[str, float] | None = None, lr_final: float = 0.1,
-           return_best: bool = True, log_every: int = 0, log: Callable[[str], None] = print
-           ) -> tuple[torch.Tensor, dict]:
+           return_best: bool = True, snapshots: Sequence[int] = (), log_every: int = 0,
+           log: Callable[[str], None] = print) -> tuple[torch.Tensor, dict]:
     """Refine parameters (B, P) so `renderer` reproduces `images` (B, H, W, 3) sRGB in [0, 1].
 
     landmarks   optional (B, 68, 2) 2D targets in render pixels (NaN = unknown), used when w_landmark > 0
@@ -225,6 +191,9 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     group_lr    overrides of GROUP_LR (per-group step size relative to lr)
     lr_final    the step size decays (cosine) from lr to lr * lr_final over the steps
     return_best per image, return the parameters of the lowest energy seen (else those after the last step)
+    snapshots   steps k (0 = init, steps = after the last update) at which to keep the parameters, lowest energy
+                so far per image (as `return_best` returns them): history["snapshots"][k] (B, P), for
+                accuracy-versus-time curves
     w_edge, edge_lambda  the silhouette term (see `silhouette_edge_term`); w_edge = 0 switches it off
 
     Returns (params (B, P) detached, history) with history[term] (steps + 1, B) for the total "energy", every
@@ -277,6 +246,7 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     best_step = torch.zeros(b, dtype=torch.long)
     history: dict[str, list] = {k: [] for k in ("energy", *WEIGHTED, "coverage")}
     seconds = []
+    snaps: dict[int, torch.Tensor] = {}
     for step in range(steps + 1):
         t0 = time.perf_counter()
         track = step < steps and bool(free)
@@ -294,6 +264,8 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
             history["energy"].append(e.cpu())
             for k in (*WEIGHTED, "coverage"):
                 history[k].append(terms[k].detach().float().cpu())
+            if step in snapshots:
+                snaps[step] = best.detach().cpu().clone() if return_best else layout.join(actual(detach=True)).cpu()
         if log_every and (step % log_every == 0 or step == steps):
             log(f"refine step {step}/{steps}: energy {e.mean():.5f} photo {terms['photo'].detach().mean():.5f}")
         if not track:
@@ -311,6 +283,7 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     hist = {k: torch.stack(v) for k, v in history.items()}
     hist["step_seconds"] = torch.tensor(seconds)
     hist["best_step"] = best_step
+    hist["snapshots"] = snaps
     return final.detach(), hist
 
 
@@ -333,12 +306,16 @@ def fit_from_mean(renderer: Renderer, images: torch.Tensor, steps: int = 100, co
     Returns (params, history) with the two stages' histories concatenated (steps + 1 rows)."""
     init = mean_face_params(renderer, images.shape[0], device=images.device)
     coarse = int(round(steps * coarse_fraction))
-    params, h1 = refine(renderer, images, init, steps=coarse, free=coarse_groups, **kwargs)
+    snapshots = tuple(kwargs.pop("snapshots", ()))
+    params, h1 = refine(renderer, images, init, steps=coarse, free=coarse_groups,
+                        snapshots=[k for k in snapshots if k <= coarse], **kwargs)
     if steps - coarse <= 0:
         return params, h1
-    params, h2 = refine(renderer, images, params, steps=steps - coarse, **kwargs)
+    params, h2 = refine(renderer, images, params, steps=steps - coarse,
+                        snapshots=[k - coarse for k in snapshots if k > coarse], **kwargs)
     hist = {k: torch.cat([h1[k][:-1], h2[k]]) for k in ("energy", *WEIGHTED, "coverage")}
     hist["step_seconds"] = torch.cat([h1["step_seconds"], h2["step_seconds"]])
     hist["best_step"] = h2["best_step"] + coarse
     hist["coarse_steps"] = coarse
+    hist["snapshots"] = {**h1["snapshots"], **{k + coarse: v for k, v in h2["snapshots"].items()}}
     return params, hist

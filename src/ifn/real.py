@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import Section, _choice, _num, param, ParamsError
+from .config import REAL_SOURCES, RealConfig  # noqa: F401  (RealConfig: section `real`, re-exported)
 from .paths import require_data
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,8 @@ def utk_attributes(name: str) -> dict | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------------------------
-SOURCES = tuple(SOURCE_FRAMING)
+SOURCES = REAL_SOURCES
+assert tuple(SOURCE_FRAMING) == SOURCES, "every source of ifn.config.REAL_SOURCES needs a framing"
 SPLITS = ("train", "heldout", "all")
 
 
@@ -398,30 +399,3 @@ def collate_skip_bad(batch):
         "name": [b["name"] for b in items],
         "index": torch.tensor([b["index"] for b in items], dtype=torch.long),
     }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Config (section `real` of params.yaml; to move into ifn.config)
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RealConfig(Section):
-    """Section `real`: the real photos used for self-supervised bootstrapping and qualitative evaluation."""
-
-    SECTION = "real"
-    root: str = param("data/real")
-    sources: tuple = param(list(SOURCES), list_of=_choice(*SOURCES))
-    heldout_fraction: float = param(0.05, **_num(0.0, 0.5))
-    image_size: int = param(0, **_num(0, 1024, integer=True))
-    max_side: int = param(MAX_SIDE, **_num(64, 65536, integer=True))
-    roi_scale: float = param(ROI_SCALE, **_num(0.3, 4.0))
-    roi_shift_y: float = param(ROI_SHIFT[1], **_num(-0.5, 0.5))
-
-    def validate(self):
-        if not self.sources:
-            raise ParamsError("params.yaml: real.sources is invalid: at least one of " + " | ".join(SOURCES))
-        if 0 < self.image_size < 16:
-            raise ParamsError(f"params.yaml: real.image_size = {self.image_size} is invalid: 0 (= render.image_size) "
-                              f"or an integer in [16, 1024]")
-
-    def working_size(self, render_image_size: int) -> int:
-        return self.image_size or render_image_size

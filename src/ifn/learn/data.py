@@ -316,6 +316,10 @@ class CorpusDataModule(_DataModuleBase):
         for split in splits:
             self.dataset(split)
 
+    def train_size(self) -> int:
+        """Samples per training epoch."""
+        return len(self.dataset("train"))
+
     def param_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the training split's parameter vectors (for InverseFaceNet.set_param_stats and the
         parameter loss's scales)."""

@@ -152,8 +152,6 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
     ({"train.max_epochs": 1}). fast_dev_run: one batch of training and validation through the whole code
     path, nothing written. Returns the summary (as written to summary.json)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
 
     from ..synth import build_renderer, face_centre, face_weights
     from .data import CorpusDataModule
@@ -177,37 +175,11 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
                          f"params.yaml has {params.face_model.to_dict()}")
 
     resume_key, run_key = run_keys(params, loss, meta)
-    summary_path, last = run_dir / "summary.json", run_dir / "last.ckpt"
     resume_from = None
     if not fast_dev_run:
-        if summary_path.exists() and (run_dir / "model.pt").exists():
-            old = json.loads(summary_path.read_text())
-            if old.get("run_key") == run_key:
-                log(f"train[{loss}]: finished run with the same settings in {run_dir} (summary.json): not re-run")
-                return old
-        if last.exists():
-            try:
-                ck = _load_checkpoint(last)
-                same = ck.get("hyper_parameters", {}).get("run_key") == resume_key
-                done = int(ck.get("epoch", -1)) + 1
-                where = f"{done} epochs, step {ck.get('global_step', '?')}"
-                del ck
-            except Exception as err:  # unreadable: start afresh
-                same, done, where = False, 0, f"unreadable: {err}"
-            if same and done <= cfg.max_epochs:
-                resume_from = last
-                log(f"train[{loss}]: resuming from {last} ({where} done)")
-            elif same:
-                log(f"train[{loss}]: {last} is already past train.max_epochs = {cfg.max_epochs} ({where}): "
-                    f"starting afresh")
-            else:
-                log(f"train[{loss}]: {last} was written with other settings ({where}): starting afresh")
-        if resume_from is None:  # a fresh run: nothing of an older one may be mixed in
-            for p in [last, run_dir / "best.ckpt"]:
-                p.unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "logs", ignore_errors=True)
-        for p in (summary_path, run_dir / "model.pt", run_dir / "curves.png", run_dir / "metrics.json"):
-            p.unlink(missing_ok=True)  # stale until this run finishes
+        finished, resume_from = prepare_run(run_dir, resume_key, run_key, cfg.max_epochs, f"train[{loss}]", log)
+        if finished is not None:
+            return finished
 
     pl.seed_everything(params.seed, workers=True, verbose=False)
     data = CorpusDataModule(corpus_dir, cfg, params.seed, pivot_cm=float(face_centre(renderer)[2]))
@@ -222,7 +194,65 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
                                   resume_key, face_model=renderer.face_model, reflectance=renderer.reflectance,
                                   vertex_weights=weights, param_mean=mean, param_std=std)
 
-    n_train = len(data.dataset("train"))
+    info = {"net": plain(cfg.net.to_dict()), "layout": dict(renderer.layout.sizes),
+            "image_size": int(meta["image_size"]), "loss": loss, "weights": "best val/loss", "seed": params.seed}
+    extra = {"loss": loss, "image_size": int(meta["image_size"]), "corpus": str(corpus_dir), "seed": params.seed,
+             "resume_key": resume_key, "run_key": run_key}
+    return fit_and_export(module, data, run_dir, cfg, info, extra, resume_from=resume_from,
+                          fast_dev_run=fast_dev_run, name=f"train[{loss}]", title=f"InverseFaceNet, {loss} loss",
+                          log=log)
+
+
+def prepare_run(run_dir: Path, resume_key: str, run_key: str, max_epochs: int, name: str = "train",
+                log=print) -> tuple[dict | None, Path | None]:
+    """Decide what to do with an existing run folder: (summary of a finished run with the same run_key, to be
+    reused as is | None, last.ckpt to resume from | None). Files of runs that cannot be continued are removed,
+    and the files a finished run writes last are removed until this run finishes (see the module docstring)."""
+    summary_path, last = run_dir / "summary.json", run_dir / "last.ckpt"
+    if summary_path.exists() and (run_dir / "model.pt").exists():
+        old = json.loads(summary_path.read_text())
+        if old.get("run_key") == run_key:
+            log(f"{name}: finished run with the same settings in {run_dir} (summary.json): not re-run")
+            return old, None
+    resume_from = None
+    if last.exists():
+        try:
+            ck = _load_checkpoint(last)
+            same = ck.get("hyper_parameters", {}).get("run_key") == resume_key
+            done = int(ck.get("epoch", -1)) + 1
+            where = f"{done} epochs, step {ck.get('global_step', '?')}"
+            del ck
+        except Exception as err:  # unreadable: start afresh
+            same, done, where = False, 0, f"unreadable: {err}"
+        if same and done <= max_epochs:
+            resume_from = last
+            log(f"{name}: resuming from {last} ({where} done)")
+        elif same:
+            log(f"{name}: {last} is already past max_epochs = {max_epochs} ({where}): starting afresh")
+        else:
+            log(f"{name}: {last} was written with other settings ({where}): starting afresh")
+    if resume_from is None:  # a fresh run: nothing of an older one may be mixed in
+        for p in [last, run_dir / "best.ckpt"]:
+            p.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    for p in (summary_path, run_dir / "model.pt", run_dir / "curves.png", run_dir / "metrics.json"):
+        p.unlink(missing_ok=True)  # stale until this run finishes
+    return None, resume_from
+
+
+def fit_and_export(module, data, run_dir: Path, cfg, info: Mapping[str, Any], extra: Mapping[str, Any],
+                   resume_from: Path | None = None, fast_dev_run: bool | int = False, name: str = "train",
+                   title: str = "", extra_metrics: Mapping[str, Any] | None = None, log=print) -> dict:
+    """Fit `module` on `data` with the Trainer settings of `cfg` (a TrainConfig: accelerator, devices, strategy,
+    precision, max_epochs, max_minutes, batch_size), checkpointing into run_dir; then export model.pt (the best
+    network by val/loss, with `info`), curves.png, metrics.json and summary.json (with `extra`; written last).
+    Returns the summary."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    last = run_dir / "last.ckpt"
+    n_train = data.train_size()
     steps_per_epoch = max(1, n_train // cfg.batch_size)
     ckpt = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
                            save_last=True, every_n_epochs=1, enable_version_counter=False, auto_insert_metric_name=False)
@@ -245,14 +275,13 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
 
     history = module.history
     summary: dict[str, Any] = {
-        "loss": loss, "epochs": int(trainer.current_epoch), "max_epochs": cfg.max_epochs,
+        "epochs": int(trainer.current_epoch), "max_epochs": cfg.max_epochs,
         "steps": int(trainer.global_step), "wall_seconds": wall,
         "stopped_by_time": bool(trainer.current_epoch < cfg.max_epochs and not fast_dev_run),
         "resumed_from": str(resume_from) if resume_from else None,
         **_summarise(history),
-        "n_train": n_train, "image_size": int(meta["image_size"]), "precision": cfg.precision,
-        "batch_size": cfg.batch_size, "corpus": str(corpus_dir), "seed": params.seed,
-        "resume_key": resume_key, "run_key": run_key, "history": history,
+        "n_train": n_train, "precision": cfg.precision, "batch_size": cfg.batch_size,
+        **plain(dict(extra)), "history": history,
     }
     if fast_dev_run:
         summary["fast_dev_run"] = True
@@ -266,19 +295,17 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
     if best_path is not None and best_path.exists():
         ck = _load_checkpoint(best_path)
         state, epoch = _net_state(ck), int(ck.get("epoch", epoch))
-    info = {"net": plain(cfg.net.to_dict()), "layout": dict(renderer.layout.sizes),
-            "image_size": int(meta["image_size"]), "loss": loss, "epoch": epoch, "weights": "best val/loss",
-            "seed": params.seed}
-    save_network(run_dir / "model.pt", state, info)
+    save_network(run_dir / "model.pt", state, {**info, "epoch": epoch})
     summary["model_epoch"] = epoch
     if history:
-        plot_curves(history, run_dir / "curves.png", title=f"InverseFaceNet, {loss} loss")
+        plot_curves(history, run_dir / "curves.png", title=title)
     metrics = {k: summary[k] for k in ("epochs", "steps", "train_seconds", "images_per_second", "best_val_loss",
                                        "best_epoch") if summary.get(k) is not None}
     metrics.update({f"val_{k}": v for k, v in summary.get("final_val", {}).items()})
+    metrics.update(plain(dict(extra_metrics or {})))
     save_json(run_dir / "metrics.json", metrics)
-    save_json(summary_path, summary)   # last: its presence marks a finished run
-    log(f"train[{loss}]: {summary['epochs']} epochs, {summary['steps']} steps in {wall:.0f} s"
+    save_json(run_dir / "summary.json", summary)   # last: its presence marks a finished run
+    log(f"{name}: {summary['epochs']} epochs, {summary['steps']} steps in {wall:.0f} s"
         + (f", {summary['images_per_second']:.0f} images/s" if summary.get("images_per_second") else "")
         + (f", best val loss {summary['best_val_loss']:.4g} (epoch {summary['best_epoch'] + 1})"
            if "best_val_loss" in summary else "") + f" -> {run_dir}")

@@ -1,0 +1,401 @@
+"""Self-supervised bootstrapping ("breeding") on real photos: one round = stage breed@<round>.
+
+A round (params.yaml `breed`; rounds are chained by `breed.rounds`, each naming the folder of the network it
+starts from):
+
+1. Photos: `photos_per_round` photos of the train part of data/real (never the held-out part), a fresh sample
+   per round, fixed by (seed, round name); unusable files are skipped with a message.
+2. Estimates: the previous network reconstructs them; analysis-by-synthesis refinement (ifn.fit.refine with
+   params `refine`, `breed.refine_steps` steps) makes the estimates consistent with the photos.
+3. New samples: every estimate is perturbed `variants_per_photo` times (`breed.perturb`; variant 0 is the
+   estimate itself) and rendered over random backgrounds (synthesize.backgrounds) with exact ground truth:
+   a corpus-format folder `<round>/bred/train/` (ifn.corpus), so the parameter distribution of the training
+   data moves toward that of real faces.
+4. Fine-tuning: the previous network is trained further on a mix: each epoch has `epoch_size` samples,
+   `mix_fraction` of them from the bred samples of this round and all earlier ones, the rest from the synthetic
+   train split; validation on the synthetic val split (so val numbers stay comparable across rounds).
+
+Outputs in `breed.out_dir/<round>/`: model.pt (best by val/loss, ifn.learn.train.load_network), last.ckpt /
+best.ckpt (an interrupted fine-tuning resumes), summary.json, metrics.json (refinement and fine-tuning numbers),
+curves.png, photos.json (the photos used and their per-photo errors), examples.png, bred/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .atomic import atomic_path, save_figure, save_json
+from .config import BreedConfig, PerturbConfig, load_params
+from .corpus import Corpus, write_shard
+from .learn.data import AugmentCollate, Augment, CorpusDataModule, SyntheticDataset
+from .paths import resolve
+from .real import BadImageError, RealPhotos
+
+REFLECTANCE_PATH = "models/face_model/reflectance.npz"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps 1-3: photos -> estimates -> perturbed, re-rendered samples
+# ---------------------------------------------------------------------------------------------------------------
+def round_seed(seed: int, name: str) -> int:
+    """A stable integer seed per (global seed, round name)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:7], "big")
+
+
+def load_photos(photos: RealPhotos, indices: Sequence[int], log=print) -> tuple[np.ndarray, list[dict]]:
+    """Load framed crops of the given items: ((N, S, S, 3) uint8, one record {source, name, index} per crop).
+    Unusable files are skipped with a one-line message."""
+    crops, records = [], []
+    for i in indices:
+        source, name = photos.items[i]
+        try:
+            crop, _ = photos.load(int(i))
+        except BadImageError as e:
+            log(f"skipping real photo {source}/{name}: {e.reason}")
+            continue
+        crops.append(crop)
+        records.append({"source": source, "name": name, "index": int(i)})
+    size = photos.image_size
+    return (np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)), records
+
+
+def sample_photos(photos: RealPhotos, n: int, seed: int) -> list[int]:
+    """n item indices of `photos`, a seeded random sample (all of them if n >= len)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(photos), generator=g).tolist()
+    return sorted(order[:n])
+
+
+def perturb(params: torch.Tensor, layout, cfg: PerturbConfig, variants: int, g: torch.Generator) -> torch.Tensor:
+    """(N, P) estimates -> (N * variants, P): each estimate repeated `variants` times (consecutive rows), the
+    first copy unchanged, the others with Gaussian noise of the stds in `cfg` (expression clamped to [0, 1],
+    SH light scaled per coefficient by (1 + noise))."""
+    rep = params.repeat_interleave(variants, 0).clone()
+    n = rep.shape[0]
+    keep = (torch.arange(n) % variants == 0)[:, None]
+    groups = layout.split(rep)
+
+    def noise(shape, std):
+        return torch.randn(shape, generator=g, dtype=rep.dtype) * std
+
+    out = {
+        "shape": groups["shape"] + noise(groups["shape"].shape, cfg.shape),
+        "expression": (groups["expression"] + noise(groups["expression"].shape, cfg.expression)).clamp(0, 1),
+        "reflectance": groups["reflectance"] + noise(groups["reflectance"].shape, cfg.reflectance),
+        "illumination": groups["illumination"] * (1 + noise(groups["illumination"].shape, cfg.illumination)),
+        "rotation": groups["rotation"] + noise(groups["rotation"].shape, math.radians(cfg.rotation_deg)),
+        "translation": groups["translation"] + noise(groups["translation"].shape, cfg.translation_cm),
+    }
+    return torch.where(keep, rep, layout.join(out))
+
+
+def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g: torch.Generator,
+                   batch: int = 64) -> dict[str, np.ndarray]:
+    """Render (N, P) parameters over random backgrounds -> the arrays of a corpus shard (ifn.corpus)."""
+    from .render.backgrounds import random_backgrounds
+    from .synth import face_weights, render_batch
+
+    weights = face_weights(renderer)
+    parts = []
+    for start in range(0, params.shape[0], batch):
+        p = params[start:start + batch]
+        bg = random_backgrounds(p.shape[0], renderer.settings.image_size, backgrounds, g)
+        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights))
+    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print
+             ) -> dict[str, Any]:
+    """Network estimates of (N, S, S, 3) uint8 crops, refined by `steps` steps of ifn.fit.refine (params
+    `refine`, batches of refine.batch_size). Returns dict network (N, P), refined (N, P), photometric MAE and
+    face coverage of both (N,) (ifn.evaluate.photo_errors), seconds of each step."""
+    from .evaluate import photo_errors, predict
+    from .fit import refine
+
+    t0 = time.perf_counter()
+    net_params = predict(net, crops, batch_size)
+    t1 = time.perf_counter()
+    refined = net_params.clone()
+    if steps > 0:
+        kwargs = {**refine_cfg.refine_kwargs(), "steps": steps}
+        for start in range(0, len(crops), refine_cfg.batch_size):
+            sl = slice(start, start + refine_cfg.batch_size)
+            images = torch.from_numpy(np.ascontiguousarray(crops[sl])).float() / 255
+            refined[sl], _ = refine(renderer, images, net_params[sl], **kwargs)
+            log(f"refined {min(start + refine_cfg.batch_size, len(crops))}/{len(crops)} photos "
+                f"({time.perf_counter() - t1:.0f} s)")
+    t2 = time.perf_counter()
+    images = torch.from_numpy(np.ascontiguousarray(crops)).float() / 255
+    before = photo_errors(renderer, net_params, images, batch_size)
+    after = photo_errors(renderer, refined, images, batch_size) if steps > 0 else before
+    return {"network": net_params, "refined": refined,
+            "photometric_network": before["photometric_mae"], "photometric_refined": after["photometric_mae"],
+            "coverage_network": before["coverage"], "coverage_refined": after["coverage"],
+            "predict_seconds": t1 - t0, "refine_seconds": t2 - t1}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step 4: the fine-tuning data (synthetic train split + bred pools)
+# ---------------------------------------------------------------------------------------------------------------
+class ConcatSamples(Dataset):
+    """Several SyntheticDatasets as one, indexed by (global index, epoch) like SyntheticDataset."""
+
+    def __init__(self, parts: Sequence[SyntheticDataset]):
+        self.parts = list(parts)
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in self.parts])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        part = int(np.searchsorted(self.offsets, int(index), side="right")) - 1
+        item = self.parts[part][(int(index) - int(self.offsets[part]), epoch)]
+        item["index"] = int(index)
+        return item
+
+
+class MixedSampler(Sampler):
+    """`epoch_size` (index, epoch) pairs per epoch over ConcatSamples([base, pool_1, ...]): round(mix_fraction *
+    epoch_size) of them uniformly from the pools (indices >= n_base), the rest from the base, each part drawn
+    without replacement as far as it goes (then again from a fresh permutation), the whole order shuffled;
+    a pure function of (seed, epoch). With num_replicas > 1, replica `rank` takes every num_replicas-th entry."""
+
+    def __init__(self, n_base: int, n_pool: int, epoch_size: int, mix_fraction: float, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        self.n_base, self.n_pool, self.epoch_size = int(n_base), int(n_pool), int(epoch_size)
+        self.n_from_pool = int(round(mix_fraction * epoch_size)) if n_pool > 0 else 0
+        if self.n_from_pool < epoch_size and n_base == 0:
+            raise ValueError("no base samples to fill the epoch (mix_fraction < 1 needs a synthetic train split)")
+        self.seed, self.epoch = int(seed), 0
+        self.num_replicas, self.rank = max(1, int(num_replicas)), int(rank)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.epoch_size // self.num_replicas)
+
+    @staticmethod
+    def _draw(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+        if k <= 0:
+            return torch.zeros(0, dtype=torch.long)
+        reps = -(-k // n)
+        return torch.cat([torch.randperm(n, generator=g) for _ in range(reps)])[:k]
+
+    def order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        pool = self._draw(self.n_pool, self.n_from_pool, g) + self.n_base
+        base = self._draw(self.n_base, self.epoch_size - self.n_from_pool, g)
+        both = torch.cat([base, pool])
+        return both[torch.randperm(len(both), generator=g)].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.order()
+        if self.num_replicas > 1 and order:
+            order = (order * self.num_replicas)[:len(self) * self.num_replicas][self.rank::self.num_replicas]
+        return iter([(i, self.epoch) for i in order])
+
+
+class BreedDataModule(CorpusDataModule):
+    """CorpusDataModule whose training epochs mix the synthetic train split with bred sample folders
+    (MixedSampler); val/test stay the synthetic corpus's."""
+
+    def __init__(self, corpus_dir, pool_dirs: Sequence[str | Path], config, seed: int, mix_fraction: float,
+                 epoch_size: int, pivot_cm: float = 0.0):
+        super().__init__(corpus_dir, config, seed, pivot_cm=pivot_cm)
+        self.pools = [SyntheticDataset(Corpus.open(p), "train") for p in pool_dirs]
+        self.mix_fraction, self.epoch_size = float(mix_fraction), int(epoch_size)
+
+    def train_size(self) -> int:
+        return self.epoch_size
+
+    def train_dataloader(self) -> DataLoader:
+        base = self.dataset("train")
+        ds = ConcatSamples([base, *self.pools])
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = MixedSampler(len(base), len(ds) - len(base), self.epoch_size, self.mix_fraction, self.seed,
+                               replicas, rank)
+        augment = Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm) if self.augment else None
+        workers = self.config.num_workers
+        return DataLoader(ds, batch_size=self.config.batch_size, sampler=sampler,
+                          collate_fn=AugmentCollate(augment, self.seed), drop_last=len(sampler) >= self.config.batch_size,
+                          num_workers=workers, persistent_workers=workers > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole round
+# ---------------------------------------------------------------------------------------------------------------
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def examples_figure(crops: np.ndarray, renders: Mapping[str, np.ndarray], bred: np.ndarray, n: int = 8):
+    """Rows: photo crops, the re-render of each estimate (one row per entry of `renders`), bred samples."""
+    from matplotlib.figure import Figure
+
+    n = min(n, len(crops))
+    rows = [("photo", crops[:n]), *[(k, v[:n]) for k, v in renders.items()], ("bred samples", bred[:n])]
+    fig = Figure(figsize=(1.5 * max(n, 1), 1.6 * len(rows)))
+    axes = fig.subplots(len(rows), max(n, 1), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(max(n, 1)):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c])
+        axes[r, 0].set_title(label, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None,
+                reflectance_path: str | Path = REFLECTANCE_PATH, log=print) -> dict:
+    """Run breeding round `name` of breed.rounds (see the module docstring); returns its summary."""
+    import pytorch_lightning as pl
+
+    from .figures import rerender
+    from .learn.module import InverseFaceNetModule, plain
+    from .learn.train import fit_and_export, load_network, prepare_run
+    from .synth import build_renderer, face_centre, face_weights
+
+    params = load_params(resolve(params_file), overrides)
+    cfg: BreedConfig = params.breed
+    names = list(cfg.names)
+    if name not in names:
+        raise ValueError(f"breeding round {name!r} is not in breed.rounds ({', '.join(names)})")
+    position = names.index(name)
+    previous_dir = resolve(cfg.previous(name))
+    previous_model = previous_dir / "model.pt"
+    if not previous_model.exists():
+        raise FileNotFoundError(f"{previous_model} does not exist: round {name} starts from it; run "
+                                f"`dvc repro` (it runs the stages in order)")
+    run_dir = resolve(cfg.folder(name))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    corpus_dir = resolve(params.synthesize.out_dir)
+    corpus = Corpus.open(corpus_dir)
+    renderer = build_renderer(params, reflectance_path, image_size=int(corpus.meta["image_size"]))
+    size = params.real.working_size(params.render.image_size)
+    if size != int(corpus.meta["image_size"]):
+        raise ValueError(f"real.image_size {size} differs from the corpus's {corpus.meta['image_size']}: the "
+                         f"network sees photos at the size it was trained on; set real.image_size: 0")
+
+    # Everything this round's result depends on.
+    train_cfg = dataclasses.replace(params.train, lr=cfg.lr, max_epochs=cfg.finetune_epochs,
+                                    max_minutes=cfg.max_minutes)
+    base = {"round": name, "position": position, "seed": params.seed, "previous": _file_digest(previous_model),
+            "earlier_bred": [_digest(json.loads((resolve(cfg.folder(e)) / "bred" / "meta.json").read_text()))
+                             for e in names[:position]],
+            "breed": {k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
+                      for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
+            "backgrounds": list(params.synthesize.backgrounds),
+            "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
+            "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
+    train_key = {k: v for k, v in plain(train_cfg.to_dict()).items()
+                 if k not in ("max_epochs", "max_minutes", "num_workers", "out_dir", "compare")}
+    bred_key = _digest(base)
+    resume_key = _digest({"bred": bred_key, "train": train_key, "mix_fraction": cfg.mix_fraction,
+                          "epoch_size": cfg.epoch_size, "pools": names[:position + 1]})
+    run_key = _digest({"resume": resume_key, "epochs": cfg.finetune_epochs, "minutes": cfg.max_minutes})
+    finished, resume_from = prepare_run(run_dir, resume_key, run_key, cfg.finetune_epochs, f"breed[{name}]", log)
+    if finished is not None:
+        return finished
+
+    net, info = load_network(previous_model)
+    bred_dir = run_dir / "bred"
+    photos_json = run_dir / "photos.json"
+    bred_meta = bred_dir / "meta.json"
+    reuse = bred_meta.exists() and photos_json.exists() and \
+        json.loads(bred_meta.read_text()).get("bred_key") == bred_key
+    if reuse:
+        log(f"breed[{name}]: bred samples with the same settings in {bred_dir}: reused")
+        stats = json.loads(photos_json.read_text())["summary"]
+    else:
+        t0 = time.perf_counter()
+        photos = RealPhotos(params.real.root, params.real.sources, "train", size, params.real.heldout_fraction,
+                            max_side=params.real.max_side)
+        seed = round_seed(params.seed, name)
+        crops, records = load_photos(photos, sample_photos(photos, cfg.photos_per_round, seed), log)
+        if not records:
+            raise RuntimeError(f"breed[{name}]: none of the sampled real photos could be used")
+        log(f"breed[{name}]: {len(records)} photos ({photos.counts()} available, train part)")
+        est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log)
+        g = torch.Generator().manual_seed(seed)
+        new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
+        t_render = time.perf_counter()
+        arrays = render_samples(renderer, new_params, params.synthesize.backgrounds, g,
+                                params.synthesize.render_batch)
+        render_seconds = time.perf_counter() - t_render
+        with atomic_path(bred_dir) as tmp:
+            shard = params.synthesize.shard_size
+            for i, start in enumerate(range(0, len(new_params), shard)):
+                write_shard(tmp / "train" / f"shard_{i:04d}", {k: v[start:start + shard] for k, v in arrays.items()})
+            meta = {**corpus.meta, "counts": {"train": int(len(new_params)), "val": 0, "test": 0},
+                    "bred_key": bred_key, "round": name, "photos": len(records)}
+            meta.pop("seconds", None)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        n_show = min(8, len(records))
+        renders = {"network": rerender(renderer, est["network"][:n_show]),
+                   f"refined ({cfg.refine_steps} steps)": rerender(renderer, est["refined"][:n_show])}
+        save_figure(examples_figure(crops, renders, arrays["images"][::cfg.variants_per_photo]),
+                    run_dir / "examples.png")
+        pn, pr = est["photometric_network"].numpy(), est["photometric_refined"].numpy()
+        stats = {"photos": len(records), "photos_skipped": min(cfg.photos_per_round, len(photos)) - len(records),
+                 "bred_samples": int(len(new_params)),
+                 "photometric_network": float(pn.mean()), "photometric_refined": float(pr.mean()),
+                 "coverage_network": float(est["coverage_network"].mean()),
+                 "coverage_refined": float(est["coverage_refined"].mean()),
+                 "predict_seconds": est["predict_seconds"], "refine_seconds": est["refine_seconds"],
+                 "refine_seconds_per_photo": est["refine_seconds"] / len(records),
+                 "render_seconds": render_seconds, "bred_seconds": time.perf_counter() - t0}
+        save_json(photos_json, {"summary": stats, "photos": [
+            {**r, "photometric_network": float(a), "photometric_refined": float(b)}
+            for r, a, b in zip(records, pn, pr)]})
+        log(f"breed[{name}]: photometric MAE {stats['photometric_network']:.4f} (network) -> "
+            f"{stats['photometric_refined']:.4f} (refined, {cfg.refine_steps} steps, "
+            f"{stats['refine_seconds_per_photo']:.2f} s/photo); {stats['bred_samples']} samples rendered")
+
+    # Fine-tune the previous network on synthetic + bred samples (this round's and the earlier rounds').
+    pl.seed_everything(round_seed(params.seed, name) % (2**31), workers=True, verbose=False)
+    pools = [resolve(cfg.folder(e)) / "bred" for e in names[:position + 1]]
+    data = BreedDataModule(corpus_dir, pools, train_cfg, params.seed + position + 1, cfg.mix_fraction,
+                           cfg.epoch_size, pivot_cm=float(face_centre(renderer)[2]))
+    loss = params.train.loss
+    weights = face_weights(renderer) if train_cfg.loss_region == "face" else \
+        torch.ones(renderer.face_model.n_vertices)
+    config = {**plain(train_cfg.to_dict()), "loss": loss, "net": info["net"]}
+    module = InverseFaceNetModule(config, {"n_shape": renderer.layout.n_shape,
+                                           "n_expression": renderer.layout.n_expression,
+                                           "n_reflectance": renderer.layout.n_reflectance},
+                                  float(corpus.meta["render"]["distance_cm"]), resume_key,
+                                  face_model=renderer.face_model, reflectance=renderer.reflectance,
+                                  vertex_weights=weights)
+    module.net.load_state_dict(net.state_dict())       # weights and the output scaling of the previous network
+    module._set_parameter_loss(module.net.param_std)
+    out_info = {**info, "loss": loss, "weights": "best val/loss", "round": name,
+                "previous": str(cfg.previous(name))}
+    extra = {"round": name, "previous": cfg.previous(name), "loss": loss, "seed": params.seed,
+             "resume_key": resume_key, "run_key": run_key, "breeding": stats,
+             "pools": [str(p) for p in pools]}
+    summary = fit_and_export(module, data, run_dir, train_cfg, out_info, extra, resume_from=resume_from,
+                             name=f"breed[{name}]", title=f"InverseFaceNet, breeding {name}",
+                             extra_metrics={f"breed_{k}": v for k, v in stats.items()}, log=log)
+    return summary

@@ -1,0 +1,212 @@
+"""Breeding rounds (ifn.breed) and the real-image evaluation helpers (ifn.evaluate_real, ifn.evaluate.photo_errors).
+
+The whole round (photos -> refine -> render -> fine-tune) runs end to end in tests/test_smoke.py (dvc repro on
+smoke.yaml); here: the pieces, the round chaining, and closed-form checks of the real-image metrics.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ifn.breed import ConcatSamples, MixedSampler, perturb, round_seed, sample_photos
+from ifn.config import ParamsError, PerturbConfig, load_params
+from ifn.evaluate import face_triangles, photo_errors
+from ifn.evaluate_real import benchmark_subset, variant_networks
+from ifn.model.layout import ParamLayout
+from ifn.paths import project_root
+
+ROOT = project_root()
+
+
+# -- perturbation ---------------------------------------------------------------------------------------------
+def test_perturb_keeps_first_copy_and_has_the_configured_spread():
+    layout = ParamLayout(6, 5, 4)
+    g0 = torch.Generator().manual_seed(0)
+    base = torch.randn(1, layout.size, generator=g0)
+    base[:, layout["expression"]] = 0.5
+    cfg = PerturbConfig(shape=0.3, expression=0.1, reflectance=0.2, illumination=0.15, rotation_deg=5.0,
+                        translation_cm=0.5)
+    n = 4000
+    out = perturb(base, layout, cfg, n, torch.Generator().manual_seed(1))
+    assert out.shape == (n, layout.size)
+    assert torch.equal(out[0], base[0])                       # variant 0 is the estimate itself
+    d = layout.split(out[1:] - base)
+    assert d["shape"].std().item() == pytest.approx(0.3, rel=0.05)
+    assert d["reflectance"].std().item() == pytest.approx(0.2, rel=0.05)
+    assert d["expression"].std().item() == pytest.approx(0.1, rel=0.05)   # 5 std from the bounds: no clamping
+    assert torch.rad2deg(d["rotation"]).std().item() == pytest.approx(5.0, rel=0.05)
+    assert d["translation"].std().item() == pytest.approx(0.5, rel=0.05)
+    rel = layout.split(out[1:])["illumination"] / layout.split(base)["illumination"] - 1
+    assert rel.std().item() == pytest.approx(0.15, rel=0.05)
+    # Expression stays a valid blendshape weight; same generator seed -> same samples.
+    wide = perturb(base, layout, PerturbConfig(expression=1.0), 50, torch.Generator().manual_seed(2))
+    e = layout.split(wide)["expression"]
+    assert e.min() >= 0 and e.max() <= 1 and (e == 0).any() and (e == 1).any()
+    again = perturb(base, layout, cfg, n, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_perturb_repeats_each_estimate_consecutively():
+    layout = ParamLayout(2, 2, 2)
+    base = torch.arange(3 * layout.size, dtype=torch.float32).reshape(3, layout.size)
+    out = perturb(base, layout, PerturbConfig(shape=0, expression=0, reflectance=0, illumination=0,
+                                              rotation_deg=0, translation_cm=0), 2, torch.Generator())
+    expected = base.repeat_interleave(2, 0)
+    expected[:, layout["expression"]] = expected[:, layout["expression"]].clamp(0, 1)
+    expected[::2] = base                                      # the first copy is not even clamped
+    assert torch.equal(out, expected)
+
+
+# -- mixing ---------------------------------------------------------------------------------------------------
+def test_mixed_sampler_fraction_determinism_and_replicas():
+    s = MixedSampler(n_base=1000, n_pool=100, epoch_size=512, mix_fraction=0.25, seed=3)
+    s.set_epoch(0)
+    a = [i for i, _ in s]
+    assert len(a) == 512
+    pool = [i for i in a if i >= 1000]
+    assert len(pool) == 128                                   # round(0.25 * 512) from the pool
+    assert set(range(1000, 1100)) <= set(pool)                # 128 > 100: every pool sample at least once
+    assert len(set(i for i in a if i < 1000)) == 384          # base drawn without replacement
+    assert [i for i, _ in s] == a                             # a pure function of (seed, epoch)
+    s.set_epoch(1)
+    assert [i for i, _ in s] != a and all(e == 1 for _, e in s)
+    # Two replicas partition the padded order.
+    r0 = MixedSampler(1000, 100, 512, 0.25, 3, num_replicas=2, rank=0)
+    r1 = MixedSampler(1000, 100, 512, 0.25, 3, num_replicas=2, rank=1)
+    both = [i for i, _ in r0] + [i for i, _ in r1]
+    assert sorted(both) == sorted(a)
+    # No pool yet: everything from the base.
+    assert all(i < 1000 for i, _ in MixedSampler(1000, 0, 64, 0.5, 0))
+
+
+def test_concat_samples_maps_indices_to_parts():
+    class Part:
+        def __init__(self, tag, n):
+            self.tag, self.n = tag, n
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, key):
+            i, epoch = key
+            return {"tag": self.tag, "local": i, "epoch": epoch, "index": i}
+
+    ds = ConcatSamples([Part("base", 5), Part("r1", 3), Part("r2", 2)])
+    assert len(ds) == 10
+    assert ds[(0, 7)] == {"tag": "base", "local": 0, "epoch": 7, "index": 0}
+    assert ds[(5, 1)]["tag"] == "r1" and ds[(5, 1)]["local"] == 0 and ds[(5, 1)]["index"] == 5
+    assert ds[(9, 0)]["tag"] == "r2" and ds[(9, 0)]["local"] == 1
+
+
+def test_photo_sample_is_seeded_and_differs_between_rounds():
+    class Photos:
+        def __len__(self):
+            return 1000
+    a = sample_photos(Photos(), 50, round_seed(0, "round_1"))
+    assert a == sample_photos(Photos(), 50, round_seed(0, "round_1")) and len(set(a)) == 50
+    assert a != sample_photos(Photos(), 50, round_seed(0, "round_2"))
+    assert sample_photos(Photos(), 5000, 1) == list(range(1000))
+
+
+# -- round chaining -------------------------------------------------------------------------------------------
+def test_round_chain_is_validated():
+    params = load_params(ROOT / "params.yaml")
+    names = params.breed.names
+    assert len(names) >= 2, "the default pipeline runs at least two breeding rounds"
+    assert params.breed.previous(names[0]) == f"{params.train.out_dir}/{params.train.loss}"
+    for prev, cur in zip(names, names[1:]):
+        assert params.breed.previous(cur) == params.breed.folder(prev)
+    assert params.final_network() == f"{params.breed.folder(names[-1])}/model.pt"
+    with pytest.raises(ParamsError, match="predecessor"):
+        load_params(ROOT / "params.yaml", {"breed.rounds": {"round_1": "models/train/model_space",
+                                                             "round_2": "models/train/model_space"}})
+    with pytest.raises(ParamsError, match="first round"):
+        load_params(ROOT / "params.yaml", {"breed.rounds": {"round_1": "models/train/parameter"}})
+    with pytest.raises(ParamsError, match="breed.rounds"):
+        load_params(ROOT / "params.yaml", {"breed.rounds": []})
+    one = load_params(ROOT / "params.yaml", {"breed.rounds": {"only": "models/train/model_space"}})
+    assert list(variant_networks(one)) == ["synthetic_only", "only"]
+
+
+def test_dvc_stages_chain_the_rounds():
+    """In the resolved dvc.yaml each round depends on the output folder of its predecessor (so DVC orders
+    them), and evaluate_real on all of them."""
+    from dvc.repo import Repo
+
+    params = load_params(ROOT / "params.yaml")
+    with Repo(str(ROOT)) as repo:
+        stages = {s.addressing: s for s in repo.index.stages}
+        outs = {a: {str(Path(o.fs_path).relative_to(ROOT)) for o in s.outs} for a, s in stages.items()}
+        deps = {a: {str(Path(d.fs_path).relative_to(ROOT)) for d in s.deps if str(d.fs_path).startswith(str(ROOT))}
+                for a, s in stages.items()}
+        previous = f"train@{params.train.loss}"
+        for name in params.breed.names:
+            stage = f"breed@{name}"
+            assert stage in stages, f"dvc.yaml has no stage {stage}"
+            assert deps[stage] & outs[previous], f"{stage} does not depend on an output of {previous}"
+            previous = stage
+        assert params.breed.out_dir in deps["evaluate_real"]
+        import networkx as nx
+        order = list(nx.topological_sort(repo.index.graph.reverse()))
+        addresses = [s.addressing for s in order if hasattr(s, "addressing")]
+        pos = {a: i for i, a in enumerate(addresses)}
+        chain = [f"train@{params.train.loss}", *[f"breed@{n}" for n in params.breed.names], "evaluate_real"]
+        assert [pos[c] for c in chain] == sorted(pos[c] for c in chain)
+
+
+# -- real-image metrics ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def full_renderer(face_model_full):
+    from ifn.model.reflectance import ReflectanceModel
+    from ifn.render.renderer import Renderer, RenderSettings
+
+    v = face_model_full.n_vertices
+    refl = ReflectanceModel(torch.full((v, 3), 0.45), torch.zeros(1, v, 3), torch.ones(1))
+    return Renderer(face_model_full, refl, ParamLayout(face_model_full.n_shape, face_model_full.n_expression, 1),
+                    RenderSettings(image_size=48, fov_deg=13.0, distance_cm=100.0))
+
+
+def test_photo_errors_closed_form(full_renderer):
+    from ifn.fit import mean_face_params
+    from ifn.render.color import linear_to_srgb
+
+    r = full_renderer
+    params = mean_face_params(r, 2)
+    params[1, r.layout["rotation"]] = torch.tensor([0.5, 0.1, 0.0])
+    with torch.no_grad():
+        out = r(params, background=0.0)
+    render = linear_to_srgb(out.image)
+    tri = face_triangles(r)
+    assert 0 < tri.sum() < len(tri)                            # the full mesh has non-face triangles
+    ptf = out.pix_to_face
+    face_px = (ptf >= 0) & tri[ptf.clamp_min(0)]
+    # The photo is the render itself: no error; coverage = the face pixels' share (brute force per pixel).
+    e = photo_errors(r, params, render)
+    assert torch.allclose(e["photometric_mae"], torch.zeros(2), atol=1e-6)
+    brute = torch.tensor([sum(bool(tri[ptf[b, i, j]]) for i in range(48) for j in range(48) if ptf[b, i, j] >= 0)
+                          for b in range(2)], dtype=torch.float32) / 48 ** 2
+    assert torch.allclose(e["coverage"], brute)
+    # Off by 0.1 on the face pixels and anything elsewhere (hair, background): the error is exactly 0.1.
+    photo = torch.where(face_px[..., None], render - 0.1, torch.rand_like(render))
+    assert torch.allclose(photo_errors(r, params, photo)["photometric_mae"], torch.full((2,), 0.1), atol=1e-5)
+    # An estimate that shows no face explains nothing: NaN, coverage 0.
+    away = params.clone()
+    away[:, r.layout["translation"]] = torch.tensor([500.0, 0.0, 0.0])
+    e = photo_errors(r, away, render)
+    assert torch.isnan(e["photometric_mae"]).all() and (e["coverage"] == 0).all()
+
+
+def test_benchmark_subset_splits_over_yaw_bins():
+    yaw = np.array([5, -10, 20, 25, 1, -40, 45, 50, 70, -80, 3])  # bins: 6 x [0,30), 3 x [30,60), 2 x [60,90]
+    idx = benchmark_subset(yaw, 6)
+    assert len(idx) == 6 and len(set(idx)) == 6
+    bins = np.digitize(np.abs(yaw[idx]), [30, 60])
+    assert np.bincount(bins, minlength=3).tolist() == [2, 2, 2]
+    idx = benchmark_subset(yaw, 9)                            # 3 per bin asked, the last bin has 2: topped up
+    assert len(idx) == 9 and np.bincount(np.digitize(np.abs(yaw[idx]), [30, 60]), minlength=3)[2] == 2
+    assert benchmark_subset(yaw, 0).tolist() == list(range(len(yaw)))
+    assert math.isclose(len(benchmark_subset(yaw, 100)), len(yaw))
