@@ -1,0 +1,732 @@
+"""Reconstruction of faces in photos with the trained network: the library behind `ifn reconstruct`.
+
+    from ifn import reconstruct
+    results = reconstruct(["photo.jpg", image_array], boxes=[(x0, y0, x1, y1), None], refine_steps=30)
+    r = results[0]
+    r.params["rotation"], r.landmarks, r.vertices, r.triangles, r.albedo, r.warning, r.error
+
+`ifn.reconstruct` is this module made callable (calling it calls `reconstruct`), so `from ifn import reconstruct`
+gives a function-like object whether or not the module has been imported before; `Reconstructor` keeps the
+network and renderer loaded between calls.
+
+Pipeline per photo (all crops S x S, S = real.working_size(render.image_size) = the network's image_size):
+
+1. load: ifn.real.load_image (EXIF orientation; huge photos downscaled to real.max_side, the scale is kept so
+   every output refers to the FILE's own pixel grid). A file that cannot be used gives a result with `error`
+   set; the other photos go on.
+2. framing: with a face box (x0, y0, x1, y1 file pixels, the 3DDFA roi_box convention: the 68-landmark box
+   squared and enlarged by sqrt(2) about its centre) the crop is ifn.real.crop_box(scale=real.roi_scale,
+   shift=(0, real.roi_shift_y)), calibrated on AFLW2000-3D to the synthetic framing. Without a box the photo
+   is taken to be a face crop: the centred square of its shorter side (ifn.real.DEFAULT_FRAMING); then
+   `reframe` passes (default 1) build a roi box from the predicted landmarks (`roi_box`), crop_box again and
+   predict again, so loosely framed photos end up framed like the training renders.
+3. the network's estimate; optionally `refine_steps` of analysis-by-synthesis (ifn.fit.refine, settings of
+   params.yaml `refine`) from it, comparing only crop pixels that lie inside the photo (not the padding).
+4. outputs: named parameters, the re-render, the 68 landmarks (renderer landmarks in crop pixels mapped through
+   the crop affine to file pixels), the posed mesh with per-vertex albedo, the photometric error.
+
+"Not a face" heuristic: a reconstruction is flagged (`warning`, never an error) when the mean absolute sRGB
+error over the rendered face pixels exceeds MAX_PHOTOMETRIC_MAE or the rendered face covers less than
+MIN_COVERAGE of the crop. With the current network these catch gross mismatches only (numbers below).
+
+Measured (2026-11-25, 2 CPU threads, render.compile false; the default checkpoint of this checkout,
+models/train/model_space/model.pt: 2 epochs of the first pipeline run)
+------------------------------------------------------------------------------------------------------------
+68-landmark NME on the 400 AFLW2000-3D dev images (ifn.nme; mean of the |yaw| bin means, bins in brackets
+[0, 30) / [30, 60) / [60, 90]; ~12 s per row):
+
+    framing                                     NME     bins
+    roi_box of the benchmark (crop_box)         0.244   0.158 / 0.278 / 0.296
+    no box, reframe=0 (centred square)          0.357   0.271 / 0.385 / 0.416
+    no box, reframe=1 (the default)             0.344   0.263 / 0.362 / 0.407
+    no box, reframe=2                           0.394   0.309 / 0.411 / 0.464
+    the mean face instead of the network,
+      roi_box (ifn.fit.mean_face_params)        0.243   0.143 / 0.275 / 0.310
+
+    python - <<'EOF'
+    import numpy as np
+    from ifn.nme import load_aflw2000_dev, nme, nme_report
+    from ifn.reconstruct import Reconstructor
+    rec = Reconstructor.from_params(overrides={"render.compile": False}, batch_size=64)
+    dev = load_aflw2000_dev()
+    for kw in ({"boxes": list(dev["roi_box"])}, {"reframe": 0}, {"reframe": 1}, {"reframe": 2}):
+        res = rec(dev["paths"], **kw)
+        print(kw.keys(), nme_report(nme(np.stack([r.landmarks for r in res]), dev["pts68"]), dev["yaw_deg"]))
+    EOF
+
+So this network is no better than the mean face on real photos yet (the framing chain itself is exact, see
+tests/test_reconstruct.py, and on average right: on frontal dev faces the mean face's eyes / inner lips land
+at crop y 42.7 / 85.3 px vs 43.4 / 83.7 true, 128 px crops). One re-framing pass helps a little; more passes
+drift, because the network underestimates the face's size (predicted / true landmark box 0.91), so every pass
+zooms in further. Re-measure (and revisit `reframe`) when the network changes. 30 refinement steps (every 5th
+dev image, roi boxes) lower the photometric MAE 0.206 -> 0.102 but raise the NME 0.235 -> 0.378: on real
+photos the refinement shrinks (landmark box 0.79 of the truth) and moves the face to explain the skin it
+covers, so refined landmarks are worse than the network's.
+
+Photometric MAE over the rendered face (sRGB [0, 1]): real faces, no refinement: AFLW2000 dev with roi boxes
+median 0.215, 90th percentile 0.323, 99th 0.387, max 0.458 (1 % above 0.4); UTKFace / CelebA crops (100
+each, ifn.real.frame_source, reframe=1) 99th percentile 0.30 / 0.26. Non-faces (64 each, 256 px,
+ifn.render.backgrounds with torch.Generator().manual_seed(0), reframe=1): noise median 0.18, textures 0.20
+(90th 0.30), colour gradients 0.19 (90th 0.27), 32 px checkerboards of random colours 0.28, saturated flat
+colours 0.45 (all flagged). After 30 refinement steps faces give median 0.10 (max 0.29) and smooth non-faces
+fit better than faces (gradients 0.03). Coverage: at least 0.53 of the crop for every input without
+refinement; after refinement faces 1st percentile 0.19, non-faces ~0.2. Hence MAX_PHOTOMETRIC_MAE = 0.4
+(above the 99th percentile of real faces) and MIN_COVERAGE = 0.1 (degenerate estimates only).
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .real import (DEFAULT_FRAMING, MAX_SIDE, MIN_SIDE, ROI_SCALE, ROI_SHIFT, BadImageError, apply_affine,
+                   crop_box, frame, load_image)
+from .paths import resolve
+
+REFLECTANCE_PATH = "models/face_model/reflectance.npz"
+ROI_ENLARGE = math.sqrt(2.0)     # 3DDFA roi_box: the squared landmark box enlarged by sqrt(2) about its centre
+MIN_REFRAME_SIDE = 8.0           # px of the loaded photo: a smaller predicted landmark box is not trusted
+
+# Not-a-face heuristic (a warning only); the measured values behind them are in the module docstring.
+MAX_PHOTOMETRIC_MAE = 0.4        # mean |render - photo| over the rendered face, sRGB in [0, 1]
+MIN_COVERAGE = 0.1               # rendered face pixels / crop pixels
+
+Predictor = Callable[[np.ndarray], torch.Tensor]   # (N, S, S, 3) uint8 sRGB crops -> (N, P) parameters
+
+
+class CheckpointError(RuntimeError):
+    """A network checkpoint that cannot be used (refused by weights_only loading, or not matching params)."""
+
+
+class CheckpointMissingError(CheckpointError, FileNotFoundError):
+    """No trained network: the pipeline has not been run (or the given path does not exist)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Reconstruction:
+    """The reconstruction of one photo. Failed inputs have only `source` and `error` (one line) set.
+
+    params           {group: numpy array} of ifn.model.layout.ParamLayout: shape (n_shape,), expression
+                     (n_expression,) in [0, 1], reflectance (n_reflectance,), illumination (9, 3) SH x RGB,
+                     rotation (3,) yaw, pitch, roll in radians, translation (3,) cm
+    vector           (P,) the same as one flat vector (layout order)
+    landmarks        (68, 2) x, y in the photo FILE's pixels (continuous: pixel centres at +0.5); NaN where the
+                     face model region lacks a landmark
+    landmarks_crop   (68, 2) the same in crop pixels
+    vertices         (V, 3) camera-space posed vertices, cm (+y up, camera at the origin looking down -z)
+    triangles        (F, 3) int vertex ids
+    albedo           (V, 3) per-vertex albedo, linear RGB in [0, 1]
+    crop             (S, S, 3) uint8 sRGB: what the network saw
+    render           (S, S, 3) uint8 sRGB: the re-render composited over the crop
+    mask             (S, S) bool: crop pixels covered by the rendered face
+    affine           (2, 3) crop pixels -> file pixels (ifn.real.apply_affine)
+    box              (4,) x0, y0, x1, y1 file pixels of the face box used (given, or from the predicted
+                     landmarks when re-framed); None for the plain centred framing
+    image_size       (height, width) of the file, pixels
+    framing          "box" | "centred" | "reframed" (how the final crop was made)
+    photometric_mae  mean |render - crop| (sRGB [0, 1], channel mean) over rendered face pixels inside the photo
+    coverage         rendered face pixels / crop pixels
+    """
+
+    source: str
+    error: str | None = None
+    warning: str | None = None
+    params: dict[str, np.ndarray] | None = None
+    vector: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    landmarks_crop: np.ndarray | None = None
+    vertices: np.ndarray | None = None
+    triangles: np.ndarray | None = None
+    albedo: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    render: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    affine: np.ndarray | None = None
+    box: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
+    framing: str | None = None
+    photometric_mae: float | None = None
+    coverage: float | None = None
+    refine_steps: int = 0
+    reframes: int = 0
+    checkpoint: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description: everything but the images and the mesh (lists instead of arrays)."""
+        def lst(a):
+            return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+
+        out: dict[str, Any] = {"source": self.source, "error": self.error, "warning": self.warning}
+        if not self.ok:
+            return out
+        out.update({
+            "params": {k: lst(v) for k, v in self.params.items()},
+            "units": {"rotation": "radians (yaw, pitch, roll)", "translation": "cm",
+                      "illumination": "(9, 3) SH coefficients x RGB of the incident radiance",
+                      "landmarks": "file pixels x, y (pixel centres at +0.5)"},
+            "landmarks": [[None if not math.isfinite(v) else v for v in p] for p in lst(self.landmarks)],
+            "image_size": list(self.image_size), "crop_size": int(self.crop.shape[0]),
+            "crop_affine": lst(self.affine), "box": lst(self.box), "framing": self.framing,
+            "reframes": self.reframes, "refine_steps": self.refine_steps, "checkpoint": self.checkpoint,
+            "photometric_mae": self.photometric_mae, "coverage": self.coverage,
+            "mesh": {"vertices": int(self.vertices.shape[0]), "triangles": int(self.triangles.shape[0])},
+            "notes": list(self.notes),
+        })
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+def _user_path(path) -> Path:
+    """A path the user typed: as given (relative to the working directory) if it exists, else relative to the
+    project root (ifn.paths.resolve)."""
+    p = Path(path).expanduser()
+    return p.resolve() if p.exists() else resolve(p)
+
+
+def default_checkpoint(params) -> Path:
+    """The pipeline's final network (params.final_network(), the last breeding round), else the trained network
+    of train.loss (train.out_dir/<loss>/model.pt). Raises CheckpointMissingError if neither exists."""
+    candidates = [resolve(params.final_network()), resolve(params.train.out_dir) / params.train.loss / "model.pt"]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise CheckpointMissingError(
+        f"no trained network: neither {candidates[0]} nor {candidates[1]} exists. Run the pipeline first: "
+        f"`dvc repro` (or `make repro`) from the project root, or give a checkpoint (--checkpoint PATH)")
+
+
+def load_checkpoint(path) -> tuple[torch.nn.Module, dict]:
+    """model.pt -> (network in eval mode, info) via ifn.learn.train.load_network, which loads with
+    torch.load(weights_only=True): a file holding arbitrary pickled objects is refused (CheckpointError)."""
+    from .learn.train import load_network
+
+    path = _user_path(path)
+    if not path.is_file():
+        raise CheckpointMissingError(f"checkpoint not found: {path} (train one with `dvc repro` or `make repro`)")
+    try:
+        return load_network(path)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused: not a plain weights-only model.pt ({first})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, OSError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not an ifn model.pt ({type(e).__name__}: {first})") from None
+
+
+def network_predictor(net: torch.nn.Module, batch_size: int = 64) -> Predictor:
+    """The network as a Predictor (ifn.evaluate.predict: uint8 crops -> parameters, no gradients)."""
+    from .evaluate import predict
+
+    return lambda crops: predict(net, crops, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Framing helpers
+# ---------------------------------------------------------------------------------------------------------------
+def roi_box(landmarks: np.ndarray, enlarge: float = ROI_ENLARGE) -> np.ndarray | None:
+    """(68, 2) landmarks -> (4,) x0, y0, x1, y1 3DDFA-style roi box: the landmark box squared to its larger
+    side and enlarged by `enlarge` about its centre. None if fewer than 3 landmarks are finite."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(1)]
+    if len(pts) < 3:
+        return None
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, enlarge * (hi - lo).max() / 2
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+
+
+def valid_pixels(affine: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """(size, size) bool: crop pixels whose centre maps inside the photo of `shape` (H, W) (the rest is edge
+    padding and must not count as evidence)."""
+    c = np.arange(size) + 0.5
+    x = affine[0, 0] * c + affine[0, 2]
+    y = affine[1, 1] * c + affine[1, 2]
+    return ((y >= 0) & (y < shape[0]))[:, None] & ((x >= 0) & (x < shape[1]))[None, :]
+
+
+def _as_image(array, min_side: int = MIN_SIDE) -> np.ndarray:
+    """An in-memory image -> (H, W, 3) uint8 (greyscale repeated, alpha dropped); BadImageError if unusable."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise BadImageError("<array>", f"expected an (H, W, 3) uint8 image, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise BadImageError("<array>", f"expected uint8 pixels, got {a.dtype}")
+    a = np.ascontiguousarray(a[..., :3])
+    if min(a.shape[:2]) < min_side:
+        raise BadImageError("<array>", f"too small: {a.shape[1]}x{a.shape[0]}, needs at least {min_side} px per side")
+    flat = a.reshape(-1, 3)
+    if (flat.max(0).astype(int) - flat.min(0)).max() < 2:
+        raise BadImageError("<array>", "blank image (a single colour)")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reconstructor
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    """Per-photo working state (loaded-photo pixels unless named `file`)."""
+
+    index: int
+    source: str
+    image: np.ndarray | None = None
+    scale: float = 1.0            # file pixels per loaded pixel
+    box: np.ndarray | None = None   # loaded pixels
+    crop: np.ndarray | None = None
+    affine: np.ndarray | None = None  # crop px -> loaded px
+    framing: str = "centred"
+    reframes: int = 0
+    notes: list = field(default_factory=list)
+
+
+class Reconstructor:
+    """Network estimate (+ optional refinement) of face parameters for photos; see the module docstring.
+
+    renderer        ifn.render.renderer.Renderer at the crop size S (its image_size)
+    predictor       (N, S, S, 3) uint8 crops -> (N, P) parameters (`network_predictor(net)`; tests inject others)
+    roi_scale, roi_shift_y   crop_box settings of face boxes (params.yaml real.roi_scale / roi_shift_y)
+    max_side        photos are downscaled to this side when loaded (params.yaml real.max_side)
+    refine_kwargs   keyword arguments of ifn.fit.refine (params.refine.refine_kwargs(); `steps` is set per call)
+    batch_size      photos loaded, predicted and refined together
+    checkpoint      recorded in the results
+    params          the ifn.config.Params it was built from, if any
+    """
+
+    def __init__(self, renderer, predictor: Predictor, roi_scale: float = ROI_SCALE,
+                 roi_shift_y: float = ROI_SHIFT[1], max_side: int = MAX_SIDE,
+                 refine_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
+                 checkpoint: str | None = None, params=None):
+        self.renderer = renderer
+        self.predictor = predictor
+        self.size = int(renderer.settings.image_size)
+        self.roi_scale = float(roi_scale)
+        self.roi_shift_y = float(roi_shift_y)
+        self.max_side = int(max_side)
+        self.refine_kwargs = dict(refine_kwargs or {})
+        self.refine_kwargs.pop("steps", None)
+        self.batch_size = max(1, int(batch_size))
+        self.checkpoint = checkpoint
+        self.params = params   # the ifn.config.Params it was built from (from_params), else None
+
+    @classmethod
+    def from_params(cls, params_file="params.yaml", checkpoint=None, overrides: Mapping[str, Any] | None = None,
+                    reflectance_path=REFLECTANCE_PATH, batch_size: int = 16) -> "Reconstructor":
+        """Load params.yaml (+ dotted-key `overrides`), the checkpoint (default: `default_checkpoint`) and the
+        renderer at the network's image size. Raises ParamsError, DataMissingError, CheckpointError."""
+        from .config import load_params
+        from .synth import build_renderer
+
+        params = load_params(_user_path(params_file), overrides)
+        path = _user_path(checkpoint) if checkpoint is not None else default_checkpoint(params)
+        net, info = load_checkpoint(path)
+        size = params.real.working_size(params.render.image_size)
+        if int(info.get("image_size", -1)) != size:
+            raise CheckpointError(
+                f"{path}: the network was trained on {info.get('image_size')} px renders but params give a "
+                f"working size of {size} px (real.image_size / render.image_size): use the params it was trained with")
+        renderer = build_renderer(params, resolve(reflectance_path), image_size=size)
+        if {k: int(v) for k, v in dict(info["layout"]).items()} != dict(renderer.layout.sizes):
+            raise CheckpointError(f"{path}: the network predicts parameter groups {dict(info['layout'])}, params give "
+                                  f"{renderer.layout.sizes}: use the params it was trained with")
+        return cls(renderer, network_predictor(net, batch_size), roi_scale=params.real.roi_scale,
+                   roi_shift_y=params.real.roi_shift_y, max_side=params.real.max_side,
+                   refine_kwargs=params.refine.refine_kwargs(), batch_size=batch_size, checkpoint=str(path),
+                   params=params)
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def _load(self, index: int, image, box) -> _Item:
+        if isinstance(image, (str, Path)):
+            item = _Item(index, str(image))
+            item.image, item.scale = load_image(image, max_side=self.max_side, return_scale=True)
+        else:
+            item = _Item(index, f"<image {index}>")
+            item.image = _as_image(image)
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64).reshape(-1)
+            if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
+                raise BadImageError(item.source, f"invalid face box {np.asarray(box).tolist()}: need x0 < x1, y0 < y1")
+            item.box, item.framing = b / item.scale, "box"   # file pixels -> loaded pixels
+        return item
+
+    def _crop(self, item: _Item) -> None:
+        if item.box is None:
+            item.crop, item.affine = frame(item.image, DEFAULT_FRAMING, self.size)
+        else:
+            item.crop, item.affine = crop_box(item.image, item.box, scale=self.roi_scale, size=self.size,
+                                              shift=(0.0, self.roi_shift_y))
+
+    def _predict(self, items: list[_Item]) -> torch.Tensor:
+        pred = self.predictor(np.stack([it.crop for it in items]))
+        return torch.as_tensor(pred, dtype=torch.float32).reshape(len(items), self.renderer.layout.size)
+
+    def _landmarks(self, params: torch.Tensor) -> np.ndarray:
+        """(N, P) -> (N, 68, 2) crop pixels (no rasterization: just the projected landmark vertices)."""
+        with torch.no_grad():
+            return self.renderer.landmarks(self.renderer.posed(params)).double().numpy()
+
+    def _reframe(self, items: list[_Item], pred: torch.Tensor, passes: int) -> torch.Tensor:
+        """`passes` times: crop_box around the roi box of the predicted landmarks, predict again (photos
+        without a given box only)."""
+        for _ in range(passes):
+            todo = [i for i, it in enumerate(items) if it.framing != "box"]
+            if not todo:
+                break
+            lms = self._landmarks(pred[todo])
+            again = []
+            for i, lm in zip(todo, lms):
+                it = items[i]
+                box = roi_box(apply_affine(it.affine, lm))
+                side = None if box is None else box[2] - box[0]
+                if side is None or not math.isfinite(side) or side / ROI_ENLARGE < MIN_REFRAME_SIDE:
+                    it.notes.append("re-framing skipped: predicted landmarks unusable")
+                    continue
+                it.box = box
+                self._crop(it)
+                it.framing, it.reframes = "reframed", it.reframes + 1
+                again.append(i)
+            if not again:
+                break
+            pred = pred.clone()
+            pred[again] = self._predict([items[i] for i in again])
+        return pred
+
+    def _refine(self, items: list[_Item], pred: torch.Tensor, steps: int) -> torch.Tensor:
+        from .fit import refine
+
+        photos = torch.from_numpy(np.stack([it.crop for it in items])).float() / 255
+        valid = torch.from_numpy(np.stack([valid_pixels(it.affine, self.size, it.image.shape[:2]) for it in items]))
+        refined, _ = refine(self.renderer, photos, pred, **{**self.refine_kwargs, "steps": int(steps)},
+                            image_mask=valid)
+        return refined
+
+    def _assemble(self, items: list[_Item], pred: torch.Tensor, refine_steps: int) -> list[Reconstruction]:
+        from .render.color import linear_to_srgb
+
+        r = self.renderer
+        with torch.no_grad():
+            out = r(pred, background=0.0)
+            srgb = linear_to_srgb(out.image).numpy()
+        groups = r.layout.split(pred)
+        triangles = r.face_model.triangles.cpu().numpy().astype(np.int64)
+        results = []
+        for b, it in enumerate(items):
+            crop = it.crop.astype(np.float32) / 255
+            mask = out.mask[b].numpy()
+            inside = mask & valid_pixels(it.affine, self.size, it.image.shape[:2])
+            err = np.abs(srgb[b] - crop).mean(-1)
+            mae = float(err[inside].mean()) if inside.any() else float("nan")
+            coverage = float(mask.mean())
+            render = np.where(mask[..., None], srgb[b], crop)
+            lm_crop = out.landmarks[b].double().numpy()
+            to_file = it.affine * np.float64(it.scale)   # crop px -> loaded px -> file px
+            h, w = it.image.shape[:2]
+            warning = not_a_face_warning(mae, coverage)
+            results.append(Reconstruction(
+                source=it.source, warning=warning,
+                params={k: v[b].detach().numpy().astype(np.float32).copy() for k, v in groups.items()},
+                vector=pred[b].detach().numpy().astype(np.float32).copy(),
+                landmarks=apply_affine(to_file, lm_crop), landmarks_crop=lm_crop,
+                vertices=out.vertices[b].numpy().astype(np.float32), triangles=triangles,
+                albedo=out.albedo[b].numpy().astype(np.float32), crop=it.crop,
+                render=np.clip(np.round(render * 255), 0, 255).astype(np.uint8), mask=mask, affine=to_file,
+                box=None if it.box is None else it.box * it.scale,
+                image_size=(int(round(h * it.scale)), int(round(w * it.scale))), framing=it.framing,
+                photometric_mae=mae, coverage=coverage, refine_steps=int(refine_steps), reframes=it.reframes,
+                checkpoint=self.checkpoint, notes=list(it.notes)))
+        return results
+
+    # -- public -----------------------------------------------------------------------------------------------
+    def __call__(self, images: Sequence, boxes: Sequence | None = None, refine_steps: int = 0, reframe: int = 1,
+                 log: Callable[[str], None] | None = None) -> list[Reconstruction]:
+        """Reconstruct each photo (path or (H, W, 3) uint8 array); `boxes`: one (x0, y0, x1, y1) file-pixel
+        face box or None per photo. Returns one Reconstruction per photo, in order (failed ones with `error`)."""
+        images = list(images)
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError(f"{len(boxes)} boxes for {len(images)} images: give one box (or None) per image")
+        if refine_steps < 0 or reframe < 0:
+            raise ValueError(f"refine_steps ({refine_steps}) and reframe ({reframe}) must be >= 0")
+        results: list[Reconstruction | None] = [None] * len(images)
+        for start in range(0, len(images), self.batch_size):
+            items = []
+            for i in range(start, min(start + self.batch_size, len(images))):
+                try:
+                    item = self._load(i, images[i], boxes[i])
+                    self._crop(item)
+                    items.append(item)
+                except BadImageError as e:
+                    source = str(images[i]) if isinstance(images[i], (str, Path)) else f"<image {i}>"
+                    results[i] = Reconstruction(source=source, error=e.reason)
+            if not items:
+                continue
+            pred = self._reframe(items, self._predict(items), reframe)
+            if refine_steps > 0:
+                pred = self._refine(items, pred, refine_steps)
+            for it, res in zip(items, self._assemble(items, pred, refine_steps)):
+                results[it.index] = res
+            if log:
+                log(f"reconstruct: {min(start + self.batch_size, len(images))}/{len(images)} images")
+        return results
+
+
+def not_a_face_warning(photometric_mae: float, coverage: float) -> str | None:
+    """One line if the reconstruction does not look like a face in the photo (see the module docstring)."""
+    if not math.isfinite(photometric_mae) or coverage < MIN_COVERAGE:
+        return (f"the rendered face covers only {coverage:.0%} of the crop (< {MIN_COVERAGE:.0%}): "
+                f"probably not a face, or badly framed")
+    if photometric_mae > MAX_PHOTOMETRIC_MAE:
+        return (f"photometric error {photometric_mae:.3f} > {MAX_PHOTOMETRIC_MAE} over the rendered face: "
+                f"probably not a face, or badly framed")
+    return None
+
+
+def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None, refine_steps: int = 0,
+                params_file="params.yaml", reframe: int = 1, overrides: Mapping[str, Any] | None = None,
+                reflectance_path=REFLECTANCE_PATH, batch_size: int = 16,
+                log: Callable[[str], None] | None = None) -> list[Reconstruction]:
+    """Reconstruct faces in photos with the trained network (see the module docstring).
+
+    images        paths or (H, W, 3) uint8 arrays
+    boxes         None, or one face box (x0, y0, x1, y1) in the image's (file's) pixels or None per image
+    checkpoint    model.pt (default: params.final_network(), else train.out_dir/<train.loss>/model.pt)
+    refine_steps  steps of ifn.fit.refine from the network estimate (0: network only)
+    reframe       re-framing passes for images without a box
+    overrides     dotted params keys -> values, e.g. {"render.compile": False}
+
+    Returns one Reconstruction per image (failed images: `error` set). Raises ParamsError, DataMissingError
+    (data/ not pulled), CheckpointError / CheckpointMissingError (no network: run `dvc repro`).
+    """
+    rec = Reconstructor.from_params(params_file, checkpoint, overrides, reflectance_path, batch_size)
+    return rec(images, boxes, refine_steps=refine_steps, reframe=reframe, log=log)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------------------------------------------
+def _srgb_bytes(albedo: np.ndarray) -> np.ndarray:
+    """(V, 3) linear albedo -> (V, 3) uint8 sRGB."""
+    from .render.color import linear_to_srgb
+
+    s = linear_to_srgb(torch.as_tensor(np.asarray(albedo, dtype=np.float32))).numpy()
+    return np.clip(np.round(s * 255), 0, 255).astype(np.uint8)
+
+
+MESH_HEADER = ("camera space, centimetres (+x right, +y up, +z towards the viewer; camera at the origin "
+               "looking down -z)")
+
+
+def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, albedo: np.ndarray, comment: str = "") -> Path:
+    """Wavefront OBJ with per-vertex colours (`v x y z r g b`, the albedo in sRGB [0, 1]) and 1-based faces,
+    written atomically."""
+    from .atomic import atomic_path
+
+    v = np.asarray(vertices, dtype=np.float64)
+    c = _srgb_bytes(albedo) / 255.0
+    f = np.asarray(triangles, dtype=np.int64) + 1
+    lines = [f"# {line}" for line in comment.splitlines() if line]
+    lines += [f"# {MESH_HEADER}",
+              "# vertex colours: per-vertex albedo (no shading), sRGB in [0, 1] (linear albedo through the sRGB curve)",
+              f"# {len(v)} vertices, {len(f)} triangles"]
+    body = "\n".join(lines) + "\n"
+    body += "".join(f"v {x:.5f} {y:.5f} {z:.5f} {r:.4f} {g:.4f} {b:.4f}\n"
+                    for (x, y, z), (r, g, b) in zip(v.tolist(), c.tolist()))
+    body += "".join(f"f {a} {b} {d}\n" for a, b, d in f.tolist())
+    with atomic_path(path) as tmp:
+        tmp.write_text(body)
+    return Path(path)
+
+
+def write_ply(path, vertices: np.ndarray, triangles: np.ndarray, albedo: np.ndarray, binary: bool = True,
+              comment: str = "") -> Path:
+    """PLY (binary little-endian or ascii): float x y z, uchar red green blue (albedo in sRGB), faces as
+    uchar-counted int lists; written atomically."""
+    from .atomic import atomic_path
+
+    v = np.asarray(vertices, dtype=np.float32)
+    c = _srgb_bytes(albedo)
+    f = np.asarray(triangles, dtype=np.int32)
+    fmt = "binary_little_endian" if binary else "ascii"
+    comments = [line for line in comment.splitlines() if line] + [
+        MESH_HEADER, "vertex colours: per-vertex albedo (no shading), sRGB"]
+    header = (f"ply\nformat {fmt} 1.0\n" + "".join(f"comment {line}\n" for line in comments)
+              + f"element vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+              f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            if binary:
+                vert = np.empty(len(v), dtype=[("p", "<f4", 3), ("c", "u1", 3)])
+                vert["p"], vert["c"] = v, c
+                fh.write(vert.tobytes())
+                face = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", 3)])
+                face["n"], face["i"] = 3, f
+                fh.write(face.tobytes())
+            else:
+                fh.write("".join(f"{x:.5f} {y:.5f} {z:.5f} {r} {g} {b}\n" for (x, y, z), (r, g, b)
+                                 in zip(v.tolist(), c.tolist())).encode("ascii"))
+                fh.write("".join(f"3 {a} {b} {d}\n" for a, b, d in f.tolist()).encode("ascii"))
+    return Path(path)
+
+
+def overlay_image(result: Reconstruction, photo: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """(H', W', 3) uint8 panel: [photo with the re-render composited inside the face mask, landmarks drawn |
+    crop over re-render]. `photo` is the image on the file's grid or the loaded (possibly downscaled) one:
+    the result's affine is rescaled to it. The photo side is reduced to at most `max_side`."""
+    from PIL import Image, ImageDraw
+
+    photo = np.asarray(photo)
+    h, w = photo.shape[:2]
+    k = min(1.0, max_side / max(h, w))
+    grid = (w / result.image_size[1] * k, h / result.image_size[0] * k)   # output px per file px (x, y)
+    out_w, out_h = max(1, round(w * k)), max(1, round(h * k))
+    base = Image.fromarray(photo).resize((out_w, out_h), Image.BICUBIC) if k < 1 else Image.fromarray(photo)
+    # crop px -> output px, and its inverse for PIL (output px -> crop px)
+    a = result.affine * np.array([[grid[0]], [grid[1]]])
+    inv = np.linalg.inv(np.vstack([a, [0, 0, 1]]))[:2]
+    s = result.render.shape[0]
+    render = Image.fromarray(result.render).transform((out_w, out_h), Image.AFFINE, tuple(inv.reshape(-1)),
+                                                      Image.BILINEAR)
+    alpha = Image.fromarray((result.mask * 255).astype(np.uint8)).transform(
+        (out_w, out_h), Image.AFFINE, tuple(inv.reshape(-1)), Image.BILINEAR)
+    base = Image.composite(render, base.convert("RGB"), alpha)
+    draw = ImageDraw.Draw(base)
+    rad = max(1.5, 0.006 * max(out_w, out_h))
+    for x, y in apply_affine(a, result.landmarks_crop):
+        if math.isfinite(x) and math.isfinite(y):
+            draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=(40, 255, 80))
+    # right column: the crop (what the network saw) above the re-render, with crop-pixel landmarks
+    side = max(out_h // 2, 1)
+    col = Image.new("RGB", (side, 2 * side), (0, 0, 0))
+    col.paste(Image.fromarray(result.crop).resize((side, side), Image.BICUBIC), (0, 0))
+    rr = Image.fromarray(result.render).resize((side, side), Image.BICUBIC)
+    d2 = ImageDraw.Draw(rr)
+    r2 = max(1.0, side / 150)
+    for x, y in result.landmarks_crop * (side / s):
+        if math.isfinite(x) and math.isfinite(y):
+            d2.ellipse([x - r2, y - r2, x + r2, y + r2], fill=(40, 255, 80))
+    col.paste(rr, (0, side))
+    panel = Image.new("RGB", (out_w + side, max(out_h, 2 * side)), (0, 0, 0))
+    panel.paste(base, (0, 0))
+    panel.paste(col, (out_w, 0))
+    return np.asarray(panel)
+
+
+def write_outputs(result: Reconstruction, out_dir, stem: str, photo: np.ndarray | None = None,
+                  mesh_format: str = "obj") -> dict[str, Path]:
+    """Write `<stem>.json`, `<stem>.obj` (or .ply), `<stem>_overlay.png`, `<stem>_landmarks.txt` into out_dir
+    (atomically). mesh_format: obj | ply (binary) | ply-ascii. Returns {kind: path}."""
+    from PIL import Image
+
+    from .atomic import atomic_path, save_json
+
+    out_dir = Path(out_dir)
+    comment = f"ifn reconstruct {result.source}"
+    paths = {"json": save_json(out_dir / f"{stem}.json", result.summary())}
+    if mesh_format == "obj":
+        paths["mesh"] = write_obj(out_dir / f"{stem}.obj", result.vertices, result.triangles, result.albedo, comment)
+    elif mesh_format in ("ply", "ply-ascii"):
+        paths["mesh"] = write_ply(out_dir / f"{stem}.ply", result.vertices, result.triangles, result.albedo,
+                                  binary=mesh_format == "ply", comment=comment)
+    else:
+        raise ValueError(f"mesh_format {mesh_format!r}: one of obj, ply, ply-ascii")
+    with atomic_path(out_dir / f"{stem}_landmarks.txt") as tmp:
+        tmp.write_text("".join(f"{x:.3f} {y:.3f}\n" for x, y in result.landmarks.tolist()))
+    paths["landmarks"] = out_dir / f"{stem}_landmarks.txt"
+    if photo is None and Path(result.source).is_file():
+        try:
+            photo = load_image(result.source)
+        except BadImageError:
+            photo = None
+    panel = overlay_image(result, photo) if photo is not None else overlay_image(_crop_only(result), result.crop)
+    with atomic_path(out_dir / f"{stem}_overlay.png") as tmp:
+        Image.fromarray(panel).save(tmp, format="PNG")
+    paths["overlay"] = out_dir / f"{stem}_overlay.png"
+    return paths
+
+
+def _crop_only(result: Reconstruction) -> Reconstruction:
+    """The result re-expressed on its own crop (for the overlay when the photo is not at hand)."""
+    import dataclasses
+
+    s = result.crop.shape[0]
+    return dataclasses.replace(result, affine=np.array([[1.0, 0, 0], [0, 1.0, 0]]), image_size=(s, s))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Face-box files
+# ---------------------------------------------------------------------------------------------------------------
+def read_boxes(path) -> dict[str, tuple[float, float, float, float]]:
+    """Face boxes from a file: JSON {"name or path": [x0, y0, x1, y1], ...}, or text/CSV lines
+    `name x0 y0 x1 y1` (spaces or commas; `#` comments, blank lines and a header line are skipped).
+    Raises ValueError naming the file and line for anything else."""
+    import json
+
+    path = Path(path)
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from None
+        out = {}
+        for name, box in raw.items():
+            try:
+                vals = tuple(float(v) for v in box)
+            except (TypeError, ValueError):
+                vals = ()
+            if len(vals) != 4:
+                raise ValueError(f"{path}: box of {name!r} must be [x0, y0, x1, y1], got {box!r}")
+            out[str(name)] = vals
+        return out
+    out, seen_data = {}, False
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        first, seen_data = not seen_data, True
+        parts = line.replace(",", " ").replace(";", " ").rsplit(None, 4)
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            out[parts[0].strip().strip('"')] = tuple(float(v) for v in parts[1:])
+        except ValueError:
+            if first:
+                continue   # a header line such as `name,x0,y0,x1,y1`
+            raise ValueError(f"{path}:{n}: expected `name x0 y0 x1 y1`, got {line!r}") from None
+    return out
+
+
+def box_for(boxes: Mapping[str, Sequence[float]], image: str):
+    """The box of `image` (a path as given): by the path as given, else by its file name; None if absent."""
+    if image in boxes:
+        return boxes[image]
+    return boxes.get(Path(image).name)
+
+
+# `from ifn import reconstruct` gives this module (ifn/__init__.py); calling it calls `reconstruct`.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return reconstruct(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
