@@ -31,3 +31,18 @@ def small_reflectance_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("reflectance") / "reflectance.npz"
     model.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def constant_albedo_renderer(face_model_full):
+    """Factory: a Renderer of the full ICT mesh with one constant grey albedo (a 1-component model), size px."""
+    from ifn.model.layout import ParamLayout
+    from ifn.model.reflectance import ReflectanceModel
+    from ifn.render.renderer import Renderer, RenderSettings
+
+    def make(size: int):
+        v = face_model_full.n_vertices
+        refl = ReflectanceModel(torch.full((v, 3), 0.45), torch.zeros(1, v, 3), torch.ones(1))
+        layout = ParamLayout(face_model_full.n_shape, face_model_full.n_expression, 1)
+        return Renderer(face_model_full, refl, layout, RenderSettings(image_size=size, fov_deg=13.0, distance_cm=100.0))
+    return make

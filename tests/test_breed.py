@@ -160,14 +160,8 @@ def test_dvc_stages_chain_the_rounds():
 
 # -- real-image metrics ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def full_renderer(face_model_full):
-    from ifn.model.reflectance import ReflectanceModel
-    from ifn.render.renderer import Renderer, RenderSettings
-
-    v = face_model_full.n_vertices
-    refl = ReflectanceModel(torch.full((v, 3), 0.45), torch.zeros(1, v, 3), torch.ones(1))
-    return Renderer(face_model_full, refl, ParamLayout(face_model_full.n_shape, face_model_full.n_expression, 1),
-                    RenderSettings(image_size=48, fov_deg=13.0, distance_cm=100.0))
+def full_renderer(constant_albedo_renderer):
+    return constant_albedo_renderer(48)
 
 
 def test_photo_errors_closed_form(full_renderer):

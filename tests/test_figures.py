@@ -93,14 +93,8 @@ def test_overlay_is_the_photo_outside_the_mask_and_the_render_inside():
 
 
 @pytest.fixture(scope="module")
-def small_renderer(face_model_full):
-    from ifn.model.reflectance import ReflectanceModel
-    from ifn.render.renderer import Renderer, RenderSettings
-
-    v = face_model_full.n_vertices
-    refl = ReflectanceModel(torch.full((v, 3), 0.45), torch.zeros(1, v, 3), torch.ones(1))
-    return Renderer(face_model_full, refl, ParamLayout(face_model_full.n_shape, face_model_full.n_expression, 1),
-                    RenderSettings(image_size=40, fov_deg=13.0, distance_cm=100.0))
+def small_renderer(constant_albedo_renderer):
+    return constant_albedo_renderer(40)
 
 
 def test_qualitative_grid_panels_and_overlay(small_renderer, tmp_path):
