@@ -307,6 +307,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             "breed": {k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
                       for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
             "backgrounds": list(params.synthesize.backgrounds),
+            # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
+            "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
             "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
     train_key = {k: v for k, v in plain(train_cfg.to_dict()).items()
