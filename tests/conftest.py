@@ -46,3 +46,13 @@ def constant_albedo_renderer(face_model_full):
         layout = ParamLayout(face_model_full.n_shape, face_model_full.n_expression, 1)
         return Renderer(face_model_full, refl, layout, RenderSettings(image_size=size, fov_deg=13.0, distance_cm=100.0))
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small renders run best on one thread (with 2 threads on a busy 2-core machine, a step can take 5-7x
+    longer: the threads wait for each other). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

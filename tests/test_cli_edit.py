@@ -16,7 +16,9 @@ from ifn.cli import LIGHT_PRESETS, main
 from ifn.edit import PRESETS
 from ifn.nme import load_aflw2000_dev
 from ifn.real import load_image
-from test_reconstruct import one_thread, project  # noqa: F401  (fixtures: a tiny params.yaml + model.pt)
+from test_reconstruct import project  # noqa: F401  (fixture: a tiny params.yaml + model.pt)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CROP = 32   # TINY render.image_size of test_reconstruct
 

@@ -24,14 +24,7 @@ from ifn.render.shading import sh_shading, vertex_normals
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These small renders run best on one thread (with 2 threads on a busy 2-core machine, a step can
-    take 5-7x longer: the threads wait for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

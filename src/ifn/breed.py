@@ -244,9 +244,6 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 
 def examples_figure(crops: np.ndarray, renders: Mapping[str, np.ndarray], bred: np.ndarray, n: int = 8):
     """Rows: photo crops, the re-render of each estimate (one row per entry of `renders`), bred samples."""
@@ -274,7 +271,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
 
     from .figures import rerender
     from .learn.module import InverseFaceNetModule, plain
-    from .learn.train import fit_and_export, load_network, prepare_run
+    from .learn.train import _digest, fit_and_export, load_network, prepare_run
     from .synth import build_renderer, face_centre, face_weights
 
     params = load_params(resolve(params_file), overrides)
