@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from ifn.config import FaceModelConfig, PriorConfig
+from ifn.config import FaceModelConfig, PriorConfig, RefineConfig
 from ifn.evaluate import rotation_error_deg
 from ifn.fit import (GROUPS, face_pivot, fit_from_mean, mean_face_params, refine, robust_penalty, to_pivot)
 from ifn.model.facemodel import load_ict
@@ -107,11 +107,15 @@ def test_energy_decreases(renderer):
     assert (hist["energy"].gather(0, hist["best_step"][None]) <= e.min(0).values + 1e-7).all()
 
 
-def test_refine_recovers_perturbed_parameters(renderer):
+@pytest.mark.parametrize("w_translation_prior, anchor", [
+    (1e-3, False), (RefineConfig().w_translation_prior, RefineConfig().anchor_translation)])
+def test_refine_recovers_perturbed_parameters(renderer, w_translation_prior, anchor):
+    """Also with the pipeline's default translation prior (params.yaml refine), which is strong on real photos."""
     gt, images, g = synthetic(renderer, 3, seed=2)
     true = renderer.layout.join(gt)
     init = perturb(renderer, gt, g)
-    params, hist = refine(renderer, images, init, steps=30, lr=0.04)
+    params, hist = refine(renderer, images, init, steps=30, lr=0.04, w_translation_prior=w_translation_prior,
+                          anchor_translation=anchor)
     pg, ig = renderer.groups(params), renderer.groups(init)
     photo0, photo1 = photo_mae(renderer, init, images), photo_mae(renderer, params, images)
     assert (photo1 < 0.5 * photo0).all() and (photo1 / photo0).mean() < 0.35 and photo1.mean() < 0.015, \
@@ -191,3 +195,29 @@ def test_refine_rejects_bad_input(renderer):
         refine(renderer, torch.zeros(1, SIZE, SIZE, 3), init[:, :5], steps=1)
     with pytest.raises(ValueError, match="adam"):
         refine(renderer, torch.zeros(1, SIZE, SIZE, 3), init, steps=1, optimizer="lbfgs")
+
+
+def test_translation_prior_anchor(renderer):
+    """Anchored, the translation prior is 0 at the start and pulls towards the initial estimate: with a huge
+    weight the face centre stays near where the estimate put it (Adam still takes steps of lr x 10 cm around it),
+    off-centre; unanchored it is pulled to the centre."""
+    gt, images, g = synthetic(renderer, 2, seed=5)
+    gt["translation"] = gt["translation"] + torch.tensor([2.0, -1.5, 0.0])   # face centre well off the crop centre
+    with torch.no_grad():
+        images = linear_to_srgb(renderer(gt, background=0.35).image)
+    init = renderer.layout.join(gt)
+    pivot = face_pivot(renderer)
+    centre = to_pivot(gt["translation"], gt["rotation"], pivot)
+    _, hist = refine(renderer, images, init, steps=1, w_translation_prior=1.0, anchor_translation=True)
+    assert torch.allclose(hist["translation_prior"][0], torch.zeros(2), atol=1e-9)
+    expected = (centre / torch.tensor([3.0, 3.0, 10.0])).pow(2).sum(-1)
+    _, hist = refine(renderer, images, init, steps=1, w_translation_prior=1.0, anchor_translation=False)
+    assert torch.allclose(hist["translation_prior"][0], expected, rtol=1e-5)
+    for anchor in (True, False):
+        params, _ = refine(renderer, images, init, steps=10, w_translation_prior=1e4, anchor_translation=anchor,
+                           free=("translation",), return_best=False)
+        moved = to_pivot(renderer.groups(params)["translation"], gt["rotation"], pivot)
+        if anchor:
+            assert (moved - centre).norm(dim=-1).max() < 0.25, (moved, centre)
+        else:
+            assert (moved[:, :2].norm(dim=-1) < 0.5 * centre[:, :2].norm(dim=-1)).all(), (moved, centre)

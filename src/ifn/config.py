@@ -158,6 +158,7 @@ class PriorConfig(Section):
     roll_max_deg: float = param(25.0, **_num(0.0, 89.0))
     translate_xy_cm: float = param(1.5, **_num(0.0, 20.0))
     translate_z_cm: float = param(10.0, **_num(0.0, 50.0))
+    hair_prob: float = param(0.0, **_num(0.0, 1.0))
 
 
 BACKGROUNDS = ("solid", "gradient", "noise", "texture")
@@ -314,7 +315,8 @@ class RefineConfig(Section):
     robust: str = param("huber", **_choice(*ROBUST))
     huber_delta: float = param(0.1, **_num(1e-4, 1.0))
     w_edge: float = param(1.0, **_num(0.0, 1e6))
-    w_translation_prior: float = param(1e-3, **_num(0.0, 1e6))
+    w_translation_prior: float = param(0.1, **_num(0.0, 1e6))
+    anchor_translation: bool = param(True, **_choice(True, False))
     baseline_steps: int = param(100, **_num(0, 100000, integer=True))
     baseline_coarse_fraction: float = param(0.3, **_num(0.0, 1.0))
     batch_size: int = param(16, **_num(1, 4096, integer=True))
@@ -323,7 +325,7 @@ class RefineConfig(Section):
         """Keyword arguments of ifn.fit.refine."""
         return {k: getattr(self, k) for k in (
             "steps", "lr", "w_photo", "w_landmark", "w_shape_prior", "w_reflectance_prior", "w_expression_prior",
-            "w_translation_prior", "robust", "huber_delta", "w_edge")}
+            "w_translation_prior", "anchor_translation", "robust", "huber_delta", "w_edge")}
 
     def baseline_kwargs(self) -> dict:
         """Keyword arguments of ifn.fit.fit_from_mean (the optimisation-only baseline)."""
