@@ -105,3 +105,37 @@ def test_priors_follow_their_documented_ranges():
     assert p["translation"][:, 2].abs().max() <= prior.translate_z_cm
     # Ambient term: gamma_0 = sqrt(4 pi) * ambient radiance, positive for every sample and channel.
     assert (p["illumination"][:, 0] > 0).all()
+
+
+def test_paint_hair_only_above_the_hairline(constant_albedo_renderer):
+    """Hair is painted on the head/neck part and the top of the face part only, never on the eyes, nose or mouth
+    region; prob 0 changes nothing, prob 1 paints every sample; same generator seed, same hair."""
+    from ifn.synth import HAIR_SIDE_CM, HAIRLINE_CM, paint_hair
+
+    renderer = constant_albedo_renderer(32)
+    fm = renderer.face_model
+    albedo = torch.full((6, fm.n_vertices, 3), 0.45)
+    assert torch.equal(paint_hair(renderer, albedo, 0.0, torch.Generator().manual_seed(0)), albedo)
+    a = paint_hair(renderer, albedo, 1.0, torch.Generator().manual_seed(0))
+    b = paint_hair(renderer, albedo, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    changed = (a != albedo).any(-1)                                       # (6, V)
+    y = fm.mean[:, 1]
+    face, head = fm.part_mask("face"), fm.part_mask("head_neck")
+    assert changed.any(1).all()                                           # every sample has hair
+    assert not changed[:, ~(face | head)].any()                           # eyeballs, mouth socket, teeth: never
+    assert not changed[:, face & (y < HAIRLINE_CM[0])].any()              # the face below the lowest hairline
+    assert not changed[:, head & (y < HAIR_SIDE_CM[0])].any()             # the neck
+    assert changed[:, head & (y > HAIR_SIDE_CM[1])].all()                 # the top of the skull: always
+    some = paint_hair(renderer, albedo, 0.5, torch.Generator().manual_seed(1))
+    assert 0 < (some != albedo).any(-1).any(1).sum() < 6
+
+
+def test_renderer_albedo_override(constant_albedo_renderer):
+    """An albedo passed to the renderer replaces the model's: twice the albedo, twice the linear image."""
+    renderer = constant_albedo_renderer(32)
+    groups = renderer.layout.zeros(1)
+    groups["illumination"][:, 0, :] = 3.0
+    base = renderer(groups)
+    doubled = renderer(groups, albedo=2 * renderer.albedo(groups))
+    assert base.mask.any() and torch.allclose(doubled.image, 2 * base.image, atol=1e-6)

@@ -99,8 +99,9 @@ def perturb(params: torch.Tensor, layout, cfg: PerturbConfig, variants: int, g: 
 
 
 def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g: torch.Generator,
-                   batch: int = 64) -> dict[str, np.ndarray]:
-    """Render (N, P) parameters over random backgrounds -> the arrays of a corpus shard (ifn.corpus)."""
+                   batch: int = 64, hair_prob: float = 0.0) -> dict[str, np.ndarray]:
+    """Render (N, P) parameters over random backgrounds, hair painted on with probability hair_prob (as the
+    synthetic corpus) -> the arrays of a corpus shard (ifn.corpus)."""
     from .render.backgrounds import random_backgrounds
     from .synth import face_weights, render_batch
 
@@ -109,7 +110,7 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     for start in range(0, params.shape[0], batch):
         p = params[start:start + batch]
         bg = random_backgrounds(p.shape[0], renderer.settings.image_size, backgrounds, g)
-        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights))
+        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights, hair_prob, g))
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
@@ -303,7 +304,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                              for e in names[:position]],
             "breed": {k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
                       for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
-            "backgrounds": list(params.synthesize.backgrounds),
+            "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
             # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
             "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
@@ -341,7 +342,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()
         arrays = render_samples(renderer, new_params, params.synthesize.backgrounds, g,
-                                params.synthesize.render_batch)
+                                params.synthesize.render_batch, params.synthesize.prior.hair_prob)
         render_seconds = time.perf_counter() - t_render
         with atomic_path(bred_dir) as tmp:
             shard = params.synthesize.shard_size

@@ -6,6 +6,8 @@ Per sample (face-part vertices, V_f of them):
 - reflectance_mae: mean absolute error of the per-vertex albedo (clamped to [0, 1] as rendered), per channel
 - shading_mae: mean absolute error of the per-vertex shading on the ground-truth normals, per channel
 - rotation_deg: angle of R_hat^T R, degrees
+- per Euler axis (yaw, pitch, roll): mean absolute error in degrees and the slope of predicted on true angle
+  (`pose_axis_stats`; split-level, not per sample)
 - photometric_mae: mean absolute sRGB error in [0, 1] over the ground-truth face mask between the photo and
   the re-rendered estimate (pixels the estimate does not cover count against it)
 """
@@ -149,7 +151,25 @@ def evaluate_variant(renderer: Renderer, net: torch.nn.Module, images: np.ndarra
     raw = {k: torch.cat(v).numpy() for k, v in raw.items()}
     raw["vertex_mm_mean"] = (vertex_sum / len(images)).numpy()
     raw["pred"] = pred.numpy()
-    return summarize(raw), raw
+    summary = summarize(raw)
+    summary.update(pose_axis_stats(pred[:, renderer.layout["rotation"]].numpy(),
+                                   np.asarray(params)[:, renderer.layout["rotation"]]))
+    return summary, raw
+
+
+def pose_axis_stats(pred_rotation: np.ndarray, true_rotation: np.ndarray) -> dict[str, float]:
+    """(N, 3) predicted and true (yaw, pitch, roll), radians -> per axis the mean absolute error in degrees
+    ({axis}_abs_deg) and the least-squares slope of predicted on true angle ({axis}_slope: 1 = follows the truth,
+    0 = one constant guess). rotation_deg alone cannot tell a network that ignores one axis from a noisy one."""
+    pred, true = np.degrees(np.asarray(pred_rotation, np.float64)), np.degrees(np.asarray(true_rotation, np.float64))
+    out = {}
+    for k, axis in enumerate(("yaw", "pitch", "roll")):
+        t = true[:, k] - true[:, k].mean()
+        out[f"{axis}_abs_deg"] = round(float(np.abs(pred[:, k] - true[:, k]).mean()), 6)
+        var = float((t * t).sum())
+        out[f"{axis}_slope"] = round(float((t * (pred[:, k] - pred[:, k].mean())).sum() / var), 6) if var > 0 \
+            else float("nan")
+    return out
 
 
 def evaluate_synthetic(params_file="params.yaml", corpus_dir=None, models_dir=None,

@@ -114,6 +114,10 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
         cols = ["geometry_mm_mean", "geometry_mm_p90", "shape_mm_mean", "reflectance_mae", "shading_mae",
                 "rotation_deg_mean", "rotation_deg_p90", "photometric_mae", "n"]
         s += [table(es, cols), ""]
+        pose = [f"{a}_{m}" for a in ("yaw", "pitch", "roll") for m in ("abs_deg", "slope")]
+        if any(k in m for m in es.values() for k in pose):
+            s += ["Per rotation axis: mean absolute error (degrees) and the slope of predicted on true angle "
+                  "(1 = follows the truth, 0 = a constant guess):", "", table(es, pose), ""]
     s += _figures(root, report_dir, "outputs/figures/05_evaluate_synthetic") + [""]
 
     s += ["## 5. Self-supervised bootstrapping (stages `breed@<round>`)", ""]

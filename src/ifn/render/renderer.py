@@ -157,11 +157,13 @@ class Renderer:
         xy, _ = self.camera.project(vertices_cam[:, ids.clamp(min=0)])
         return torch.where((ids >= 0)[None, :, None], xy, torch.full_like(xy, float("nan")))
 
-    def __call__(self, params, background=0.0) -> FaceRender:
+    def __call__(self, params, background=0.0, albedo: torch.Tensor | None = None) -> FaceRender:
+        """Render parameters over `background` (a colour or (B, H, W, 3) linear image). `albedo` (B, V, 3)
+        linear RGB replaces the reflectance model's (e.g. with hair painted on: ifn.synth.paint_hair)."""
         g = self.groups(params)
         verts = self.posed(g)
         normals = vertex_normals(verts, self.face_model.triangles.to(verts.device))
-        albedo = self.albedo(g)
+        albedo = self.albedo(g) if albedo is None else albedo
         shading = sh_shading(normals, g["illumination"])
         out = render_mesh(verts, self.face_model.triangles, albedo * shading, self.camera,
                           self.settings.raster, background)
