@@ -24,7 +24,8 @@ from ifn.config import load_params
 from ifn.evaluate import photo_errors
 from ifn.fit import refine
 from ifn.learn.train import load_network
-from ifn.nme import nme, nme_report, yaw_bins
+from ifn.nme import load_aflw2000_dev, nme, nme_report, yaw_bins
+from ifn.paths import resolve
 from ifn.synth import build_renderer
 
 DEFAULT_CONFIGS = {
@@ -45,14 +46,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    def tail_subset(yaw: np.ndarray, n: int) -> np.ndarray:
-        bins = yaw_bins(yaw)
-        return np.array(sorted(i for b in range(3) for i in np.flatnonzero(bins == b)[-args.per_bin:]))
-
-    er.benchmark_subset = tail_subset   # the tuning images, not evaluate_real's
     params = load_params("params.yaml")
+    bins = yaw_bins(load_aflw2000_dev(resolve(params.evaluate_real.benchmark))["yaw_deg"])
+    tuning = sorted(i for b in range(3) for i in np.flatnonzero(bins == b)[-args.per_bin:])  # not evaluate_real's
     renderer = build_renderer(params, "models/face_model/reflectance.npz", image_size=params.render.image_size)
-    bench = er.benchmark_crops(params, 3 * args.per_bin, params.render.image_size, log=lambda *a: None)
+    bench = er.benchmark_crops(params, 0, params.render.image_size, log=lambda *a: None, indices=tuning)
     net = load_network(args.network)[0]
     init = er.Estimator(net)(renderer, bench["crops"])[0]
     images = torch.from_numpy(bench["crops"]).float() / 255

@@ -245,7 +245,6 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-
 def examples_figure(crops: np.ndarray, renders: Mapping[str, np.ndarray], bred: np.ndarray, n: int = 8):
     """Rows: photo crops, the re-render of each estimate (one row per entry of `renders`), bred samples."""
     from matplotlib.figure import Figure

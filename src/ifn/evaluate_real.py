@@ -91,13 +91,15 @@ def benchmark_subset(yaw_deg: np.ndarray, n: int) -> np.ndarray:
     return np.array(sorted(chosen))
 
 
-def benchmark_crops(params: Params, n: int, size: int, log=print) -> dict[str, Any]:
+def benchmark_crops(params: Params, n: int, size: int, log=print, indices: Sequence[int] | None = None
+                    ) -> dict[str, Any]:
     """AFLW2000-3D dev images cropped from roi_box: dict crops (N, S, S, 3) uint8, affines (N, 2, 3) crop px ->
-    image px, pts68 (N, 68, 2), yaw_deg (N,), names (N,)."""
+    image px, pts68 (N, 68, 2), yaw_deg (N,), names (N,). The images: `benchmark_subset(yaw, n)`, or `indices`
+    into the benchmark's file order when given (n is then ignored)."""
     from .nme import load_aflw2000_dev
 
     bench = load_aflw2000_dev(resolve(params.evaluate_real.benchmark))
-    idx = benchmark_subset(bench["yaw_deg"], n)
+    idx = benchmark_subset(bench["yaw_deg"], n) if indices is None else np.asarray(indices, dtype=np.int64)
     crops, affines, keep = [], [], []
     for i in idx:
         try:
