@@ -4,9 +4,9 @@
         [--configs '{"name": {refine keyword: value, ...}, ...}']
 
 Runs after the pipeline (needs models/face_model/reflectance.npz and a trained network). The images are the
-*last* `per-bin` AFLW2000-3D dev images of each yaw bin (file order), disjoint from the first ones that stage
-evaluate_real uses (evaluate_real.benchmark_images / 3 per bin, at most 133), so settings tuned here are not
-tuned on the reported subset. Each setting refines the network's estimates for 30 steps with params.yaml's
+last `per-bin` AFLW2000-3D dev images of each yaw bin (file order) that stage evaluate_real does not report
+(bench/tuning_split.py; the [60, 90] bin has only 12 such images), so settings tuned here are not tuned on the
+reported subset. Each setting refines the network's estimates for 30 steps with params.yaml's
 `refine` section overridden by the setting; printed: NME (mean and per yaw bin), photometric MAE over the
 visible face part and its coverage of the crop, wall seconds. Numbers are printed, never asserted.
 """
@@ -16,7 +16,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 import ifn.evaluate_real as er
@@ -24,9 +23,9 @@ from ifn.config import load_params
 from ifn.evaluate import photo_errors
 from ifn.fit import refine
 from ifn.learn.train import load_network
-from ifn.nme import load_aflw2000_dev, nme, nme_report, yaw_bins
-from ifn.paths import resolve
+from ifn.nme import nme, nme_report
 from ifn.synth import build_renderer
+from tuning_split import tuning_indices  # bench/ (the script's folder is on sys.path)
 
 DEFAULT_CONFIGS = {
     "centre 0.001 (old default)": {"w_translation_prior": 0.001, "anchor_translation": False},
@@ -47,8 +46,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     params = load_params("params.yaml")
-    bins = yaw_bins(load_aflw2000_dev(resolve(params.evaluate_real.benchmark))["yaw_deg"])
-    tuning = sorted(i for b in range(3) for i in np.flatnonzero(bins == b)[-args.per_bin:])  # not evaluate_real's
+    tuning = tuning_indices(params, args.per_bin)  # not evaluate_real's images
     renderer = build_renderer(params, "models/face_model/reflectance.npz", image_size=params.render.image_size)
     bench = er.benchmark_crops(params, 0, params.render.image_size, log=lambda *a: None, indices=tuning)
     net = load_network(args.network)[0]
