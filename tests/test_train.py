@@ -134,6 +134,16 @@ def test_fast_dev_run_parameter(setup):
     assert s["val"]["loss"] == pytest.approx(s["val"]["param_loss"])
 
 
+def test_model_space_plus_parameter_term(dev_run, setup):
+    """train.w_parameter adds that multiple of the parameter loss to the model-space objective (val too)."""
+    s = run(setup, "fdr", fast_dev_run=True, overrides={"train.w_parameter": 0.5})
+    val = s["val"]
+    assert val["loss"] == pytest.approx(val["model_space"] + 0.5 * val["param_loss"], rel=1e-5)
+    assert val["loss"] > val["model_space"]
+    assert dev_run["val"]["loss"] == pytest.approx(dev_run["val"]["model_space"], rel=1e-6)  # w = 0: unchanged
+    assert s["train_loss"] != dev_run["train_loss"]
+
+
 def test_seeded_determinism(dev_run, setup):
     again = run(setup, "fdr", fast_dev_run=True)
     assert again["train_loss"] == dev_run["train_loss"]

@@ -98,6 +98,7 @@ class InverseFaceNetModule(pl.LightningModule):
         self.net = build_network(config["net"], self.layout.size)
         if param_mean is not None and param_std is not None:
             self.net.set_param_stats(torch.as_tensor(param_mean).float(), torch.as_tensor(param_std).float())
+        self.w_parameter = float(config.get("w_parameter", 0.0))  # older checkpoints have no such key
         self.use_stored_gram = config["loss_region"] == "face"
         self.model_space = ModelSpaceLoss(face_model, reflectance, self.layout, distance_cm,
                                           vertex_weights=vertex_weights, w_geometry=config["w_geometry"],
@@ -132,9 +133,16 @@ class InverseFaceNetModule(pl.LightningModule):
             return self.parameter(pred.float(), target.float())
 
     def objective(self, pred, target, batch) -> dict[str, torch.Tensor]:
-        """The training loss dict of this module's loss ("loss" + its terms)."""
+        """The training loss dict of this module's loss ("loss" + its terms). The model-space loss plus
+        train.w_parameter x the parameter loss when that weight is positive (term "parameter"): the model-space
+        loss alone does not tie a geometry to one parameter vector (shape and expression modes can imitate
+        small head rotations), the parameter term does."""
         if self.loss_name == "model_space":
-            return self._model_space(pred, target, batch)
+            out = self._model_space(pred, target, batch)
+            if self.w_parameter > 0:
+                par = self._parameter(pred, target)["loss"]
+                out = {**out, "loss": out["loss"] + self.w_parameter * par, "parameter": par.detach()}
+            return out
         return self._parameter(pred, target)
 
     # -- training -----------------------------------------------------------------------------------------
@@ -166,9 +174,9 @@ class InverseFaceNetModule(pl.LightningModule):
         pred = self.net(batch["image"]).float()
         ms = self._model_space(pred, target, batch)
         pl_ = self._parameter(pred, target)
-        own = ms if self.loss_name == "model_space" else pl_
+        own = ms["loss"] + self.w_parameter * pl_["loss"] if self.loss_name == "model_space" else pl_["loss"]
         sums = {"n": torch.tensor(float(pred.shape[0])),
-                "loss": own["loss"].detach() * pred.shape[0],
+                "loss": own.detach() * pred.shape[0],
                 "model_space": ms["loss"].detach() * pred.shape[0],
                 "param_loss": pl_["loss"].detach() * pred.shape[0]}
         for term in TERMS:
