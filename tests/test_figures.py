@@ -159,6 +159,22 @@ def test_nme_yaw_figure(tmp_path):
     assert_saves(fig, tmp_path)
 
 
+def test_accuracy_time_figure_floors_the_time_axis(tmp_path):
+    from ifn.evaluate_real import TIME_FLOOR_S, accuracy_time_figure
+
+    curves = {"network": [{"steps": 0, "seconds_per_image": 0.004, "photometric_mae": 0.15, "nme_mean": 0.22}],
+              "optimization_only": [{"steps": k, "seconds_per_image": t, "photometric_mae": e, "nme_mean": n}
+                                    for k, t, e, n in ((0, 7e-9, 0.2, 0.24), (5, 0.1, 0.16, 0.25))]}
+    fig = accuracy_time_figure(curves)
+    photo, nme = fig.axes
+    for ax in (photo, nme):
+        assert len(ax.lines) == 2
+        np.testing.assert_allclose(ax.lines[1].get_xdata(), [TIME_FLOOR_S, 0.1])  # the mean face at the floor
+        assert ax.get_xlim()[0] > TIME_FLOOR_S / 10
+    np.testing.assert_allclose(nme.lines[1].get_ydata(), [24.0, 25.0])            # NME in %
+    assert_saves(fig, tmp_path)
+
+
 # -- fairness -------------------------------------------------------------------------------------------------
 FAIRNESS_NAMES = ["25_0_0_20170116174525125.jpg.chip.jpg",   # male, White, 20-39
                   "61_1_2_x.jpg",                            # female, Asian, 60+
