@@ -205,11 +205,21 @@ def test_fairness_table_hand_computed():
         fp.fairness_table([0.1], FAIRNESS_NAMES)
 
 
+def test_fairness_intervals_hand_computed():
+    t = fp.fairness_table(np.array(FAIRNESS_MAE), FAIRNESS_NAMES)
+    # male: 0.1 and 0.2 -> s = 0.1 / sqrt(2), ci = 1.96 s / sqrt(2) = 0.098; one photo: no interval
+    assert t["gender"]["male"]["ci95"] == pytest.approx(0.098)
+    assert math.isnan(t["race"]["Others"]["ci95"])
+    # all five: 0.1, 0.3, 0.2, 0.4, 0.6 -> mean 0.32, s^2 = 0.037, ci = 1.96 sqrt(0.037 / 5)
+    assert t["age"]["all"]["ci95"] == pytest.approx(1.96 * math.sqrt(0.037 / 5))
+
+
 def test_fairness_figure(tmp_path):
     fig = fp.fairness_figure(fp.fairness_table(FAIRNESS_MAE, FAIRNESS_NAMES))
     assert len(fig.axes) == 3                                        # "skipped" is not a panel
     assert [len(ax.patches) for ax in fig.axes] == [2, 3, 4]         # "all" is a line, not a bar
     assert all(len(ax.lines) == 1 for ax in fig.axes)
+    assert [len(ax.collections) for ax in fig.axes] == [1, 1, 1]      # the 95 % intervals
     assert_saves(fig, tmp_path)
 
 

@@ -281,16 +281,26 @@ def _age_bin(age: int) -> str:
     return AGE_BINS[min(age // 20, len(AGE_BINS) - 1)]
 
 
+def _mean_ci(values: np.ndarray) -> dict:
+    """{"photometric_mae": mean, "ci95": 1.96 s / sqrt(n) (NaN for n < 2), "n": n} of (n,) values."""
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    ci = float(1.96 * values.std(ddof=1) / math.sqrt(n)) if n >= 2 else float("nan")
+    return {"photometric_mae": mean, "ci95": ci, "n": int(n)}
+
+
 def fairness_table(photometric_mae, names: Sequence[str]) -> dict:
     """Photometric error per demographic group of UTKFace photos.
 
     photometric_mae (N,) per-photo masked photometric MAE; names (N,) UTKFace file names (paths allowed),
     parsed by ifn.real.utk_attributes. Returns
-    {"gender": {group: {"photometric_mae": mean, "n": count}, ..., "all": {...}}, "race": {...},
+    {"gender": {group: {"photometric_mae": mean, "ci95": h, "n": count}, ..., "all": {...}}, "race": {...},
      "age": {...}, "skipped": {"malformed_name": count, "nan_error": count}}
     Groups in the order UTK_GENDERS / UTK_RACES / AGE_BINS (ages 0-19, 20-39, 40-59, 60+), only non-empty ones;
     "all" is over every counted photo (NaN mean if none). Photos whose name does not parse and photos with a
     NaN error (the estimate covers no face pixel) are left out of every group and only counted under "skipped".
+    h is the half-width of the normal-approximation 95 % interval of the mean, 1.96 s / sqrt(n) with s the
+    sample standard deviation (NaN for n < 2): group differences smaller than the intervals are not evidence.
     """
     mae = np.asarray(photometric_mae, dtype=np.float64).reshape(-1)
     names = [str(n) for n in names]
@@ -319,8 +329,8 @@ def fairness_table(photometric_mae, names: Sequence[str]) -> dict:
         for group in order:
             sel = vals[lab == group] if len(vals) else vals
             if len(sel):
-                groups[group] = {"photometric_mae": float(sel.mean()), "n": int(len(sel))}
-        groups["all"] = {"photometric_mae": float(vals.mean()) if len(vals) else float("nan"), "n": int(len(vals))}
+                groups[group] = _mean_ci(sel)
+        groups["all"] = _mean_ci(vals)
         table[attr] = groups
     table["skipped"] = {"malformed_name": malformed, "nan_error": nan_error}
     return table
@@ -332,7 +342,7 @@ def _is_attribute(groups: Any) -> bool:
 
 def fairness_figure(groups: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Figure:
     """Photometric MAE per demographic group (the output of `fairness_table`): one panel per attribute, one bar
-    per group with its photo count n written above it, a dashed line at groups[attr]["all"] (overall mean) if
+    per group with its 95 % interval (ci95, if given) and its photo count n written above it, a dashed line at groups[attr]["all"] (overall mean) if
     given. Top-level entries that are not {group: {...}} dicts (e.g. "skipped") are ignored."""
     attributes = [a for a, g in groups.items() if _is_attribute(g)]
     widths = [max(len([k for k in groups[a] if k != "all"]), 1) for a in attributes]
@@ -341,14 +351,20 @@ def fairness_figure(groups: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
     for ax, attr in zip(axes, attributes):
         labels = [k for k in groups[attr] if k != "all"]
         ys = np.array([_value(groups[attr][k], "photometric_mae") for k in labels])
+        ci = np.array([_value(groups[attr][k], "ci95") for k in labels])
         bars = ax.bar(np.arange(len(labels)), ys, color=_colors(len(labels)), width=0.7)
-        ax.bar_label(bars, labels=[f"n={groups[attr][k].get('n', '?')}" for k in labels], fontsize=7)
+        if np.isfinite(ci).any():   # 95 % intervals of the means (a collection, not lines)
+            ax.errorbar(np.arange(len(labels)), ys, yerr=np.nan_to_num(ci), fmt="none", ecolor="k", lw=1,
+                        capsize=0)
+        ax.bar_label(bars, labels=[f"n={groups[attr][k].get('n', '?')}" for k in labels], fontsize=7,
+                     padding=2)
         overall = _value(groups[attr].get("all", {}), "photometric_mae")
         if math.isfinite(overall):
             ax.axhline(overall, ls="--", color="k", lw=1, label="all photos")
         ax.set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(attr, fontsize=9)
-        ax.set_ylim(0, 1.18 * max([*ys[np.isfinite(ys)], overall if math.isfinite(overall) else 0, 1e-6]))
+        tops = ys + np.nan_to_num(ci)
+        ax.set_ylim(0, 1.18 * max([*tops[np.isfinite(tops)], overall if math.isfinite(overall) else 0, 1e-6]))
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("photometric MAE (sRGB)")
     _legend_once(axes, fontsize=7, loc="lower left")

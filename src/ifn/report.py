@@ -154,8 +154,9 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
     if fair:
         for attr, groups in fair.items():
             if isinstance(groups, Mapping) and all(isinstance(g, Mapping) for g in groups.values()):
-                s += [f"Photometric error by {attr} (held-out UTKFace photos, final network):", "",
-                      table(groups, ["photometric_mae", "n"], first=attr), ""]
+                s += [f"Photometric error by {attr} (held-out UTKFace photos, final network; ci95: half-width "
+                      f"of the 95 % interval of the mean):", "",
+                      table(groups, ["photometric_mae", "ci95", "n"], first=attr), ""]
     s += _figures(root, report_dir, "outputs/figures/07_figures") + [""]
 
     if missing:
