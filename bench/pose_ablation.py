@@ -10,8 +10,8 @@ params.yaml overridden by the entry (dotted keys, e.g. {"w10": {"train.w_geometr
   - on the first --test images of the synthetic test split: mean absolute error (deg) and slope of predicted on
     true angle for yaw / pitch / roll (ifn.evaluate.pose_axis_stats; slope 0 = the axis is ignored), the mean
     vertex error and pose-aligned shape error (mm), albedo, shading and photometric MAE (ifn.evaluate);
-  - on the *last* --per-bin AFLW2000-3D dev images of each yaw bin (disjoint from the ones stage evaluate_real
-    reports, as in bench/refine_real_prior.py): 68-landmark NME (3DDFA protocol), mean and per yaw bin, and the
+  - on the last --per-bin AFLW2000-3D dev images of each yaw bin that stage evaluate_real does not report
+    (bench/tuning_split.py, shared with bench/refine_real_prior.py): 68-landmark NME (3DDFA protocol), mean and per yaw bin, and the
     correlation of predicted with annotated yaw (the benchmark's yaw sign is opposite to ours: a network that
     follows it has a negative correlation) and the spread (SD, deg) of the predicted pitch and roll (the
     benchmark annotates only yaw; an SD near 0 means the network ignores that axis on real photos).

@@ -342,8 +342,8 @@ def _is_attribute(groups: Any) -> bool:
 
 def fairness_figure(groups: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Figure:
     """Photometric MAE per demographic group (the output of `fairness_table`): one panel per attribute, one bar
-    per group with its 95 % interval (ci95, if given) and its photo count n written above it, a dashed line at groups[attr]["all"] (overall mean) if
-    given. Top-level entries that are not {group: {...}} dicts (e.g. "skipped") are ignored."""
+    per group with its 95 % interval (ci95, if given) and its photo count n written above it, a dashed line at
+    groups[attr]["all"] (overall mean) if given. Top-level entries that are not {group: {...}} dicts (e.g. "skipped") are ignored."""
     attributes = [a for a, g in groups.items() if _is_attribute(g)]
     widths = [max(len([k for k in groups[a] if k != "all"]), 1) for a in attributes]
     fig = Figure(figsize=(1.5 + 0.65 * sum(widths) + 0.6 * len(attributes), 3.2))
