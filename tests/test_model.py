@@ -56,14 +56,31 @@ def test_ict_regions(region, n_vertices):
     assert torch.equal(full.shape_basis[:, fm.source_index], fm.shape_basis)
 
 
-def test_landmarks_use_jawline_substitutes(face_model_full):
-    fm = face_model_full
+def test_landmarks_use_jawline_substitutes():
+    fm = load_ict(FaceModelConfig(region="full", n_shape=1, n_expression=0, landmarks="ict"))
     assert fm.landmarks.shape == (68,) and (fm.landmarks >= 0).all()
     for i, src in ICT_JAWLINE.items():
         assert fm.source_index[fm.landmarks[i]] == src
     lm = fm.mean[fm.landmarks]
     assert lm[30, 2] == lm[:, 2].max()  # the nose tip is the most forward landmark
     assert (lm[0:8, 0] < 0).all() and (lm[9:17, 0] > 0).all()  # right jaw at -x, left jaw at +x
+
+
+def test_calibrated_landmarks_stay_near_ict_and_keep_the_layout(face_model_full):
+    """The calibrated definition (default, bench/calibrate_detector.py) moves each landmark by at most its 3 cm
+    search radius, within the face part, and keeps the 68-point layout (jaw sides, eyes, mouth corners)."""
+    ict = load_ict(FaceModelConfig(region="full", n_shape=1, n_expression=0, landmarks="ict"))
+    fm = face_model_full
+    assert fm.landmarks.shape == (68,) and (fm.landmarks >= 0).all()
+    moved = (fm.mean[fm.landmarks] - ict.mean[ict.landmarks]).norm(dim=-1)
+    assert moved.max() <= 3.0 + 1e-4 and moved.mean() < 1.0
+    assert fm.part_mask("face")[fm.landmarks].all()
+    lm = fm.mean[fm.landmarks]
+    assert (lm[0:8, 0] < 0).all() and (lm[9:17, 0] > 0).all()
+    assert lm[36:42, 0].mean() < 0 < lm[42:48, 0].mean() and lm[48, 0] < lm[54, 0]
+    from ifn.config import ParamsError
+    with pytest.raises(ParamsError, match="face_model.landmarks"):
+        FaceModelConfig.from_dict({"landmarks": "nope"})
 
 
 def test_geometry_is_linear(face_model_full):

@@ -373,7 +373,8 @@ def test_cli_real_photo_and_bad_files(project, tmp_path, capsys):
 
 def test_cli_ply_refine_and_errors(project, tmp_path, capsys):
     photo = load_aflw2000_dev()["paths"][1]
-    rc = cli(project, photo, "--out", tmp_path, "--mesh-format", "ply", "--refine", "2", "--reframe", "0")
+    rc = cli(project, photo, "--out", tmp_path, "--mesh-format", "ply", "--refine", "2", "--reframe", "0",
+             "--no-detect")
     assert rc == 0, capsys.readouterr().err
     v, c, f = read_ply(tmp_path / f"{photo.stem}.ply")
     assert len(v) > 1000 and c.dtype == np.uint8 and f.shape[1] == 3
@@ -388,6 +389,27 @@ def test_cli_ply_refine_and_errors(project, tmp_path, capsys):
     assert rc == 2 and "dvc repro" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not __import__("ifn.detect").detect.available(), reason="mediapipe is not installed")
+def test_cli_whole_photo_is_detected_and_noise_is_no_face(project, tmp_path, capsys):
+    """A whole AFLW2000-3D photo without a box: the detector finds the face, its box lies near the benchmark's
+    roi box, the detector-guided refinement runs; a noise image gives 'no face found' and no outputs."""
+    dev = load_aflw2000_dev()
+    photo = dev["paths"][3]
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (450, 450, 3), dtype=np.uint8)).save(noise)
+    out = tmp_path / "out"
+    rc = cli(project, photo, noise, "--out", out, "-S", "detect.coarse_steps=10", "-S", "detect.steps=2")
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    summary = json.loads((out / f"{photo.stem}.json").read_text())
+    assert summary["framing"] == "detected" and summary["detector_score"] > 0.5 and summary["refine_steps"] == 2
+    box, roi = np.array(summary["box"]), dev["roi_box"][3]
+    side = roi[2] - roi[0]
+    assert np.abs(box - roi).max() < 0.25 * side
+    assert f"ifn: skipping {noise}: no face found" in captured.err
+    assert not list(out.glob("noise*"))
+
+
 def test_public_api_is_lazy_and_callable(project):
     code = "import sys, ifn; assert 'torch' not in sys.modules; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
@@ -396,6 +418,6 @@ def test_public_api_is_lazy_and_callable(project):
     tmp, refl = project
     photo = load_aflw2000_dev()["paths"][2]
     res = reconstruct([photo, np.asarray(Image.open(photo))], checkpoint=tmp / "model.pt",
-                      params_file=tmp / "params.yaml", reflectance_path=refl, reframe=0)
+                      params_file=tmp / "params.yaml", reflectance_path=refl, reframe=0, detect=False)
     assert [r.ok for r in res] == [True, True]
     np.testing.assert_allclose(res[0].landmarks, res[1].landmarks, atol=1e-4)

@@ -78,6 +78,15 @@ def test_smoke_real_metrics_have_every_variant(smoke_run):
     params = yaml.safe_load((work / "params.yaml").read_text())
     metrics = json.loads((work / "metrics" / "evaluate_real.json").read_text())
     variants = ["synthetic_only", *params["breed"]["rounds"], "refined", "optimization_only"]
+    guided = ["refined_landmarks", "optimization_only_landmarks"]
+    if params.get("detect", {}).get("detector", "mediapipe") != "none":   # the detector-guided path, beside
+        variants += guided
+        detector = metrics.pop("detector")
+        # The detector itself does not depend on the smoke sizes: a real result on the dev images.
+        assert 0 < detector["n_detected"] <= detector["n_benchmark"] == params["evaluate_real"]["benchmark_images"]
+        assert 0 < detector["nme_mean"] < 0.2
+        for name in guided:
+            assert 0 < metrics[name]["n_detected"] <= metrics[name]["n_benchmark"]
     assert set(metrics) == set(variants)
     for name, m in metrics.items():
         for key in ("photometric_mae", "nme_mean", "nme_0_30", "nme_30_60", "nme_60_90", "seconds_per_image"):

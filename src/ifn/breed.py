@@ -114,11 +114,16 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
-def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print
-             ) -> dict[str, Any]:
+def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print,
+             targets: np.ndarray | None = None, landmark_settings=None) -> dict[str, Any]:
     """Network estimates of (N, S, S, 3) uint8 crops, refined by `steps` steps of ifn.fit.refine (params
-    `refine`, batches of refine.batch_size). Returns dict network (N, P), refined (N, P), photometric MAE and
-    face coverage of both (N,) (ifn.evaluate.photo_errors), seconds of each step."""
+    `refine`, batches of refine.batch_size). With detector `targets` (N, 468, 2) crop pixels (NaN rows: no face)
+    and `landmark_settings` (ifn.landmark_fit.LandmarkFitSettings), photos with a face get the detector-guided
+    fit instead (its landmark-only steps, then `steps` photometric + landmark steps). Returns dict network
+    (N, P), refined (N, P), photometric MAE and face coverage of both (N,) (ifn.evaluate.photo_errors), seconds
+    of each step, guided (N,) bool."""
+    from dataclasses import replace
+
     from .evaluate import photo_errors, predict
     from .fit import refine
 
@@ -126,13 +131,30 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
     net_params = predict(net, crops, batch_size)
     t1 = time.perf_counter()
     refined = net_params.clone()
-    if steps > 0:
+    guided = np.zeros(len(crops), bool) if targets is None else np.isfinite(targets).all((1, 2))
+    if guided.any():
+        from .detect import correspondence
+        from .landmark_fit import fit_with_landmarks, model_vertices
+
+        corr = correspondence()
+        vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
+        settings = replace(landmark_settings, steps=steps)
+        idx = np.flatnonzero(guided)
+        for start in range(0, len(idx), refine_cfg.batch_size):
+            sel = idx[start:start + refine_cfg.batch_size]
+            images = torch.from_numpy(np.ascontiguousarray(crops[sel])).float() / 255
+            refined[sel], _ = fit_with_landmarks(renderer, images, net_params[sel],
+                                                 torch.from_numpy(targets[sel]).float(), vids, contour, settings,
+                                                 **{**refine_cfg.refine_kwargs(), "log_every": 0})
+        log(f"detector-guided fits of {len(idx)}/{len(crops)} photos ({time.perf_counter() - t1:.0f} s)")
+    rest = np.flatnonzero(~guided)
+    if steps > 0 and len(rest):
         kwargs = {**refine_cfg.refine_kwargs(), "steps": steps}
-        for start in range(0, len(crops), refine_cfg.batch_size):
-            sl = slice(start, start + refine_cfg.batch_size)
+        for start in range(0, len(rest), refine_cfg.batch_size):
+            sl = rest[start:start + refine_cfg.batch_size]
             images = torch.from_numpy(np.ascontiguousarray(crops[sl])).float() / 255
             refined[sl], _ = refine(renderer, images, net_params[sl], **kwargs)
-            log(f"refined {min(start + refine_cfg.batch_size, len(crops))}/{len(crops)} photos "
+            log(f"refined {min(start + refine_cfg.batch_size, len(rest))}/{len(rest)} photos "
                 f"({time.perf_counter() - t1:.0f} s)")
     t2 = time.perf_counter()
     images = torch.from_numpy(np.ascontiguousarray(crops)).float() / 255
@@ -141,7 +163,7 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
     return {"network": net_params, "refined": refined,
             "photometric_network": before["photometric_mae"], "photometric_refined": after["photometric_mae"],
             "coverage_network": before["coverage"], "coverage_refined": after["coverage"],
-            "predict_seconds": t1 - t0, "refine_seconds": t2 - t1}
+            "predict_seconds": t1 - t0, "refine_seconds": t2 - t1, "guided": guided}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,10 +324,12 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             "earlier_bred": [_digest(json.loads((resolve(cfg.folder(e)) / "bred" / "meta.json").read_text()))
                              for e in names[:position]],
             "breed": {k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
-                      for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
+                      for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb", "landmarks")},
+            "detect": params.detect.to_dict() if cfg.landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
             # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
-            "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")],
+            "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")
+                     + (("detect.py", "landmark_fit.py") if cfg.landmarks != "none" else ())],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
             "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
     train_key = {k: v for k, v in plain(train_cfg.to_dict()).items()
@@ -336,7 +360,16 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         if not records:
             raise RuntimeError(f"breed[{name}]: none of the sampled real photos could be used")
         log(f"breed[{name}]: {len(records)} photos ({photos.counts()} available, train part)")
-        est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log)
+        targets, settings = None, None
+        if cfg.landmarks != "none":   # detector-guided refinement: the bred samples carry the photos' poses
+            from .detect import FaceDetector, detect_crops
+            from .landmark_fit import LandmarkFitSettings
+
+            with FaceDetector(params.detect.min_confidence) as detector:
+                targets = detect_crops(detector, crops)
+            settings = LandmarkFitSettings.from_config(params.detect)
+        est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log,
+                       targets, settings)
         g = torch.Generator().manual_seed(seed)
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()
@@ -364,7 +397,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                  "coverage_refined": float(est["coverage_refined"].mean()),
                  "predict_seconds": est["predict_seconds"], "refine_seconds": est["refine_seconds"],
                  "refine_seconds_per_photo": est["refine_seconds"] / len(records),
-                 "render_seconds": render_seconds, "bred_seconds": time.perf_counter() - t0}
+                 "render_seconds": render_seconds, "bred_seconds": time.perf_counter() - t0,
+                 "photos_detector_guided": int(est["guided"].sum())}
         save_json(photos_json, {"summary": stats, "photos": [
             {**r, "photometric_network": float(a), "photometric_refined": float(b)}
             for r, a, b in zip(records, pn, pr)]})

@@ -91,7 +91,8 @@ def _reconstructor(args):
         # torch.compile of the rasterizer costs ~9 s per process and pays off only on large batches: off here
         # unless asked for (-S render.compile=true).
         overrides = {"render.compile": False, **_overrides(args.set)}
-        return Reconstructor.from_params(args.params, args.checkpoint, overrides, args.reflectance)
+        return Reconstructor.from_params(args.params, args.checkpoint, overrides, args.reflectance,
+                                         detect=False if args.no_detect else None)
     except CheckpointError as err:
         raise CliError(str(err)) from None
 
@@ -107,16 +108,20 @@ def _out_dir(args):
     return out_dir
 
 
-def _refine_steps(rec, args) -> int:
-    return rec.params.refine.steps if args.refine is None else args.refine   # bare --refine: params.yaml
+def _refine_steps(rec, args) -> int | None:
+    """--refine N: N steps; bare --refine: refine.steps of params.yaml; absent: None (detected faces get the
+    detector-guided refinement of params `detect`, the others none)."""
+    if args.refine is None:
+        return None
+    return rec.params.refine.steps if args.refine == "params" else args.refine
 
 
 def _reconstruct_one(rec, args, table, image):
-    """One photo's Reconstruction (with the command's box table, refinement and re-framing)."""
+    """One photo's Reconstruction, its largest face (with the command's box table, refinement and re-framing)."""
     from .reconstruct import box_for
 
-    (res,) = rec([image], [box_for(table, str(image))], refine_steps=_refine_steps(rec, args), reframe=args.reframe)
-    return res
+    return rec([image], [box_for(table, str(image))], refine_steps=_refine_steps(rec, args), reframe=args.reframe,
+               largest=True, landmarks=not args.no_landmarks)[0]
 
 
 def _for_each_photo(rec, args, table, handle) -> int:
@@ -126,13 +131,24 @@ def _for_each_photo(rec, args, table, handle) -> int:
     from .real import BadImageError
     from .reconstruct import box_for
 
+    from tqdm import tqdm
+
     steps = _refine_steps(rec, args)
     stems = _unique_stems(args.images)
     done = 0
+    progress = tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=len(args.images) < 2 or None)
     for start in range(0, len(args.images), rec.batch_size):
         chunk = args.images[start:start + rec.batch_size]
-        results = rec(chunk, [box_for(table, p) for p in chunk], refine_steps=steps, reframe=args.reframe)
-        for res, stem in zip(results, stems[start:start + rec.batch_size]):
+        results = rec(chunk, [box_for(table, p) for p in chunk], refine_steps=steps, reframe=args.reframe,
+                      largest=args.largest, landmarks=not args.no_landmarks)
+        progress.update(len(chunk))
+        faces = {}
+        for res in results:
+            faces[res.photo] = faces.get(res.photo, 0) + 1
+        for res in results:
+            stem = stems[start + res.photo]
+            if faces[res.photo] > 1:   # several faces in one photo: <stem>_face0, <stem>_face1, ... (largest first)
+                stem = f"{stem}_face{res.face}"
             if res.ok:
                 try:
                     line = handle(res, stem)
@@ -141,8 +157,9 @@ def _for_each_photo(rec, args, table, handle) -> int:
             if not res.ok:
                 print(f"ifn: skipping {res.source}: {res.error}", file=sys.stderr)
                 continue
-            print(line + (f"; warning: {res.warning}" if res.warning else ""))
+            progress.write(line + (f"; warning: {res.warning}" if res.warning else ""), file=sys.stdout)
             done += 1
+    progress.close()
     if not done:
         print(f"ifn: error: none of the {len(args.images)} images could be processed", file=sys.stderr)
         return 1
@@ -156,14 +173,23 @@ def _add_photo_options(p, verb: str | None = None) -> None:
     p.add_argument("--boxes", metavar="FILE",
                    help="face boxes x0 y0 x1 y1 in image pixels (3DDFA roi_box convention): a JSON object "
                         "{\"name\": [x0, y0, x1, y1]} or text/CSV lines `name x0 y0 x1 y1`; name = the path as "
-                        "given or the file name. Images without a box are taken to be face crops.")
+                        "given or the file name. Images without a box go to the face detector (all faces "
+                        "found, largest first; none found: skipped with a message).")
+    p.add_argument("--largest", action="store_true", help="only the largest detected face of each image")
+    p.add_argument("--no-detect", action="store_true",
+                   help="no face detector: images without a box are taken to be face crops (centred square, "
+                        "then --reframe passes)")
+    p.add_argument("--no-landmarks", action="store_true",
+                   help="refine detected faces without their landmarks (photometric refinement only)")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="network model.pt (default: the pipeline's final network, else train.out_dir/<loss>)")
-    p.add_argument("--refine", type=_count, nargs="?", const=None, default=0, metavar="N",
-                   help="analysis-by-synthesis steps from the network estimate" + (f" before {verb}" if verb else "")
-                        + " (default 0; bare --refine: refine.steps of params.yaml)")
+    p.add_argument("--refine", type=_count, nargs="?", const="params", default=None, metavar="N",
+                   help="photometric analysis-by-synthesis steps from the network estimate"
+                        + (f" before {verb}" if verb else "") + " (default: detected faces get the detector-guided "
+                        "refinement of params `detect`, landmark-only then detect.steps photometric steps, other "
+                        "faces none; bare --refine: refine.steps of params.yaml)")
     p.add_argument("--reframe", type=_count, default=1, metavar="K",
-                   help="re-framing passes for images without a box (default 1)")
+                   help="re-framing passes for images without a box when no detector is used (default 1)")
     p.add_argument("--reflectance", default="models/face_model/reflectance.npz", metavar="PATH",
                    help="reflectance model of the pipeline (default: models/face_model/reflectance.npz)")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",

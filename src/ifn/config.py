@@ -103,6 +103,7 @@ class FaceModelConfig(Section):
     region: str = param("full", **_choice(*REGIONS))
     n_shape: int = param(80, **_num(1, 100, integer=True))
     n_expression: int = param(53, **_num(0, 53, integer=True))
+    landmarks: str = param("calibrated", **_choice("calibrated", "ict"))
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,7 @@ class BreedConfig(Section):
     finetune_epochs: int = param(2, **_num(1, 10000, integer=True))
     lr: float = param(5e-4, **_num(1e-7, 1.0))
     max_minutes: float = param(5.0, **_num(0.1, 100000.0))
+    landmarks: str = param("none", **_choice("none", "mediapipe"))
     perturb: PerturbConfig = param(PerturbConfig())
 
     @classmethod
@@ -399,6 +401,26 @@ class BreedConfig(Section):
 
 
 @dataclass(frozen=True)
+class DetectConfig(Section):
+    """Section `detect`: the face/landmark detector (ifn.detect) and detector-guided refinement
+    (ifn.landmark_fit), a path separate from the detector-free one."""
+
+    SECTION = "detect"
+    detector: str = param("mediapipe", **_choice("mediapipe", "none"))
+    min_confidence: float = param(0.5, **_num(0.0, 1.0))
+    w_landmark: float = param(100.0, **_num(0.0, 1e9))
+    coarse_steps: int = param(80, **_num(0, 100000, integer=True))
+    coarse_lr: float = param(0.1, **_num(1e-6, 1.0))
+    steps: int = param(30, **_num(0, 100000, integer=True))
+    w_contour: float = param(0.5, **_num(0.0, 1e3))
+    min_facing: float = param(0.1, **_num(-1.0, 1.0))
+
+    @property
+    def enabled(self) -> bool:
+        return self.detector != "none"
+
+
+@dataclass(frozen=True)
 class EvaluateRealConfig(Section):
     """Section `evaluate_real`: the real-image evaluation (ifn.evaluate_real)."""
 
@@ -424,6 +446,7 @@ class Params:
     refine: RefineConfig
     breed: BreedConfig
     evaluate_real: EvaluateRealConfig
+    detect: DetectConfig
     raw: Mapping[str, Any]
 
     SECTIONS = {
@@ -436,6 +459,7 @@ class Params:
         "refine": RefineConfig,
         "breed": BreedConfig,
         "evaluate_real": EvaluateRealConfig,
+        "detect": DetectConfig,
     }
 
     @classmethod

@@ -5,6 +5,14 @@ Variants (one metrics object each in metrics/evaluate_real.json):
   <round>             the network after each breeding round of breed.rounds (round_1, round_2, ...)
   refined             the final network + `evaluate_real.refine_steps` steps of analysis-by-synthesis refinement
   optimization_only   refinement from the mean face (refine.baseline_steps), no network (ifn.fit.fit_from_mean)
+With a detector (params `detect.detector`, default mediapipe), the detector-guided path beside them:
+  refined_landmarks             the final network + detector-guided refinement (ifn.landmark_fit: landmark-only
+                                steps, then photometric + landmark steps, settings of `detect`)
+  optimization_only_landmarks   the same fit from the mean face, no network
+  detector                      the detector's own 68 landmarks (ifn.detect.Face.landmarks68), NME over the
+                                images where it found a face (n_detected; benchmark_counts are all images)
+  Images where the detector finds no face keep their start (the network's estimate, or the mean face), so
+  every variant's NME is over the same images; n_detected says how many were fitted.
 
 Images (the same for every variant):
   held-out photos     `evaluate_real.photos` photos of the held-out part of data/real (never used for breeding),
@@ -143,7 +151,7 @@ class Estimator:
         self.net, self.refine_cfg, self.steps, self.from_mean, self.batch_size = \
             net, refine_cfg, int(steps), from_mean, batch_size
 
-    def __call__(self, renderer, crops: np.ndarray):
+    def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
         from .evaluate import predict
         from .fit import fit_from_mean, refine
 
@@ -174,6 +182,86 @@ class Estimator:
         t2 = time.perf_counter()
         return out, {k: torch.cat(v) for k, v in snaps.items()}, \
             {"network_seconds": t1 - t0, "optimisation_seconds": t2 - t1, "steps": self.steps}
+
+
+class LandmarkEstimator(Estimator):
+    """Detector-guided refinement (ifn.landmark_fit) from the network's estimate, or from the mean face
+    (net None). __call__(renderer, crops, targets (N, 468, 2) crop pixels, NaN rows where no face was found:
+    those images keep their start)."""
+
+    def __init__(self, net, refine_cfg, settings, batch_size: int = 64):
+        super().__init__(net, refine_cfg, 0, net is None, batch_size)
+        self.settings = settings
+
+    def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
+        from .detect import correspondence
+        from .evaluate import predict
+        from .fit import mean_face_params
+        from .landmark_fit import fit_with_landmarks, model_vertices
+
+        n = len(crops)
+        t0 = time.perf_counter()
+        init = mean_face_params(renderer, n) if self.net is None else predict(self.net, crops, self.batch_size)
+        t1 = time.perf_counter()
+        corr = correspondence()
+        vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
+        found = np.isfinite(targets).all((1, 2)) if targets is not None else np.zeros(n, bool)
+        out = init.clone()
+        idx = np.flatnonzero(found)
+        kwargs = {**self.refine_cfg.refine_kwargs(), "log_every": 0}
+        for start in range(0, len(idx), self.refine_cfg.batch_size):
+            sel = idx[start:start + self.refine_cfg.batch_size]
+            images = torch.from_numpy(np.ascontiguousarray(crops[sel])).float() / 255
+            tgt = torch.from_numpy(targets[sel]).float()
+            out[sel], _ = fit_with_landmarks(renderer, images, init[sel], tgt, vids, contour, self.settings,
+                                             **kwargs)
+        t2 = time.perf_counter()
+        return out, {0: out}, {"network_seconds": t1 - t0, "optimisation_seconds": t2 - t1, "steps": 0,
+                               "detected": int(found.sum())}
+
+
+def detect_targets(params: Params, bench: Mapping[str, Any], photos: np.ndarray, log=print
+                   ) -> dict[str, np.ndarray]:
+    """The detector on every evaluation image: dict bench (N, 468, 2) mesh points in crop pixels (detected on
+    the whole dev photo, mapped through the crop), bench68 (N, 68, 2) the detector's 68 landmarks in photo
+    pixels, photos (M, 468, 2) crop pixels (detected on the crop itself, upsampled 2x); NaN where no face."""
+    from .detect import FaceDetector, detect_crops
+    from .landmark_fit import to_crop
+
+    root = Path(resolve(params.evaluate_real.benchmark)) / "images"
+    n = len(bench["names"])
+    out = {"bench": np.full((n, 468, 2), np.nan), "bench68": np.full((n, 68, 2), np.nan),
+           "photos": np.full((len(photos), 468, 2), np.nan)}
+    with FaceDetector(params.detect.min_confidence) as detector:
+        for k, name in enumerate(bench["names"]):
+            image, scale = load_image(root / str(name), max_side=params.real.max_side, return_scale=True)
+            faces = detector(image)
+            if faces:
+                out["bench"][k] = to_crop(faces[0].points * scale, bench["affines"][k])
+                out["bench68"][k] = faces[0].landmarks68 * scale
+        if len(photos):
+            out["photos"] = detect_crops(detector, photos)
+    log(f"detector: a face in {int(np.isfinite(out['bench']).all((1, 2)).sum())} / {n} AFLW2000-3D images, "
+        f"{int(np.isfinite(out['photos']).all((1, 2)).sum())} / {len(photos)} held-out photos")
+    return out
+
+
+def detector_metrics(bench: Mapping[str, Any], bench68: np.ndarray, seconds: float) -> dict[str, Any]:
+    """The detector's own 68-landmark NME, over the images where it found a face (n_detected per bin)."""
+    from .nme import nme, nme_report, yaw_bins
+
+    found = np.isfinite(bench68).all((1, 2))
+    out: dict[str, Any] = {}
+    if found.any():
+        report = nme_report(nme(bench68[found], bench["pts68"][found]), bench["yaw_deg"][found])
+        out.update({k: v for k, v in report.items() if k != "counts"})
+        out["detected_counts"] = report["counts"]
+    bins = yaw_bins(bench["yaw_deg"])
+    out["benchmark_counts"] = {name: int((bins == b).sum()) for b, name in enumerate(("0_30", "30_60", "60_90"))}
+    out["n_detected"] = int(found.sum())
+    out["n_benchmark"] = int(len(found))
+    out["seconds_per_image"] = seconds / max(len(found), 1)
+    return out
 
 
 def evaluate_estimates(renderer, photos: np.ndarray, photo_records: list[dict], bench: Mapping[str, Any],
@@ -231,17 +319,29 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
     estimators = {v: Estimator(net, batch_size=cfg.batch_size) for v, net in networks.items()}
     estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, batch_size=cfg.batch_size)
     estimators["optimization_only"] = Estimator(None, params.refine, params.refine.baseline_steps, from_mean=True)
+    targets = {"photos": None, "bench": None}
+    if params.detect.enabled:   # the detector-guided path, measured beside (never inside) the detector-free one
+        from .landmark_fit import LandmarkFitSettings
+
+        t0 = time.perf_counter()
+        targets = detect_targets(params, bench, photos, log)
+        detector_seconds = time.perf_counter() - t0
+        settings = LandmarkFitSettings.from_config(params.detect)
+        estimators["refined_landmarks"] = LandmarkEstimator(networks[final], params.refine, settings, cfg.batch_size)
+        estimators["optimization_only_landmarks"] = LandmarkEstimator(None, params.refine, settings, cfg.batch_size)
 
     metrics, estimates, curves = {}, {}, {}
     n_images = len(photos) + len(bench["crops"])
     for variant, run in estimators.items():
         torch.manual_seed(params.seed)
         empty = (torch.zeros(0, renderer.layout.size), {}, {"network_seconds": 0.0, "optimisation_seconds": 0.0})
-        est_p, snap_p, time_p = run(renderer, photos) if len(photos) else empty
-        est_b, snap_b, time_b = run(renderer, bench["crops"])
+        est_p, snap_p, time_p = run(renderer, photos, targets["photos"]) if len(photos) else empty
+        est_b, snap_b, time_b = run(renderer, bench["crops"], targets["bench"])
         net_s = time_p["network_seconds"] + time_b["network_seconds"]
         opt_s = time_p["optimisation_seconds"] + time_b["optimisation_seconds"]
         metrics[variant] = evaluate_estimates(renderer, photos, records, bench, est_p, est_b, net_s + opt_s)
+        if "detected" in time_b:
+            metrics[variant]["n_detected"] = time_b["detected"]
         estimates[f"{variant}/photos"] = est_p.numpy()
         estimates[f"{variant}/benchmark"] = est_b.numpy()
         if run.steps > 0:   # accuracy versus time: the same run, stopped after k steps (time ~ linear in k)
@@ -256,6 +356,10 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
             f"{100 * m.get('nme_mean', float('nan')):.2f} % (bins {100 * m.get('nme_0_30', float('nan')):.2f} / "
             f"{100 * m.get('nme_30_60', float('nan')):.2f} / {100 * m.get('nme_60_90', float('nan')):.2f}), "
             f"{m['seconds_per_image']:.3f} s/image")
+    if params.detect.enabled:
+        metrics["detector"] = detector_metrics(bench, targets["bench68"], detector_seconds)
+        log(f"detector (own 68 landmarks, {metrics['detector']['n_detected']} images with a face): NME "
+            f"{100 * metrics['detector'].get('nme_mean', float('nan')):.2f} %")
     curves["network"] = [{"steps": 0, **{m: metrics[final].get(m) for m in (
         "photometric_mae", "nme_mean", "seconds_per_image")}}]
     log(f"evaluate_real: {n_images} images per variant")
@@ -273,7 +377,8 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         save_figure(metric_bars_figure(metrics, [name], f"real images: {name}"), figs / f"{name}.png")
     save_figure(landmarks_figure(bench, {v: landmarks_in_image(renderer, torch.from_numpy(estimates[f"{v}/benchmark"]),
                                                                bench["affines"])
-                                         for v in ("synthetic_only", final, "refined", "optimization_only")}),
+                                         for v in ("synthetic_only", final, "refined", "optimization_only",
+                                                   "refined_landmarks") if f"{v}/benchmark" in estimates}),
                 figs / "landmarks.png")
     return metrics
 

@@ -104,14 +104,32 @@ def from_pivot(centred: torch.Tensor, rotation: torch.Tensor, pivot: torch.Tenso
 def energy_terms(renderer: Renderer, groups: Mapping[str, torch.Tensor], images: torch.Tensor,
                  image_mask: torch.Tensor | None = None, landmarks: torch.Tensor | None = None,
                  robust: str = "huber", huber_delta: float = 0.1, edge_lambda: float | None = None,
-                 translation_anchor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 translation_anchor: torch.Tensor | None = None, landmark_vertices: torch.Tensor | None = None,
+                 landmark_weights: torch.Tensor | None = None, photometric: bool = True
+                 ) -> dict[str, torch.Tensor]:
     """Unweighted energy terms (B,) of named parameter groups against sRGB photos (B, H, W, 3) in [0, 1]:
     photo, edge, landmark (0 without a target), shape_prior, reflectance_prior, expression_prior; also
     coverage (rendered face pixels counted). `edge_lambda`: cost of an unexplained photo pixel for the edge term
     (default, per image: the larger of rho at a residual norm of huber_delta and the mean cost of the covered
     pixels; a photo pixel is taken into the face where the render explains it better than that).
     `translation_anchor`: (B, 3) face-centre translation (`to_pivot`, cm) the translation prior pulls towards
-    (default: 0, the centre of the synthetic framing)."""
+    (default: 0, the centre of the synthetic framing).
+    Landmarks: `landmarks` (B, L, 2) render-pixel targets of the vertices `landmark_vertices` (L,) (default: the
+    renderer's 68 landmark vertices, L = 68), weighted per point by `landmark_weights` ((L,) or (B, L), default
+    1; NaN targets count 0): landmark = sum_l w_l |x_l - x*_l|^2 / sum_l w_l / S^2 (S = image side).
+    `photometric` False: no rendering at all (photo, edge and coverage are 0), for landmark-only steps."""
+    if not photometric:
+        # Only the landmark vertices are posed (the term needs nothing else): ~100x cheaper than the whole mesh.
+        ids = renderer.face_model.landmarks if landmark_vertices is None else landmark_vertices
+        ids = ids.to(groups["shape"].device)
+        verts = posed_subset(renderer, groups, ids.clamp_min(0))
+        local = torch.where(ids >= 0, torch.arange(len(ids), device=ids.device), ids)
+        b = verts.shape[0]
+        zero = verts.new_zeros(b)
+        terms = {"photo": zero, "edge": zero, "coverage": zero}
+        terms.update(_landmark_and_priors(renderer, groups, verts, landmarks, local, landmark_weights,
+                                          translation_anchor))
+        return terms
     out = renderer(groups, background=0.0)
     render = linear_to_srgb(out.image)
     # Compare the photo only where the face part of the mesh is visible: the scalp, ears, neck and mouth socket
@@ -136,13 +154,49 @@ def energy_terms(renderer: Renderer, groups: Mapping[str, torch.Tensor], images:
         lam = images.new_full((b,), float(edge_lambda))
     edge = silhouette_edge_term(renderer, out, render, images, m, rho, robust, huber_delta, lam)
     terms = {"photo": photo, "edge": edge / count.clamp_min(1.0), "coverage": count.detach()}
-    if landmarks is not None:
-        valid = torch.isfinite(landmarks).all(-1) & torch.isfinite(out.landmarks).all(-1)
-        diff = torch.where(valid[..., None], out.landmarks - torch.nan_to_num(landmarks), torch.zeros_like(landmarks))
-        size = float(renderer.settings.image_size)
-        terms["landmark"] = diff.pow(2).sum(-1).sum(-1) / valid.sum(-1).clamp_min(1) / size ** 2
+    terms.update(_landmark_and_priors(renderer, groups, out.vertices, landmarks, landmark_vertices,
+                                      landmark_weights, translation_anchor))
+    return terms
+
+
+def posed_subset(renderer: Renderer, groups: Mapping[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """(B, L, 3) camera-space positions of the vertices `ids` (L,) (= renderer.posed(groups)[:, ids])."""
+    fm = renderer.face_model
+    shape, expression = groups["shape"], groups["expression"]
+    s, e = shape.shape[-1], expression.shape[-1]
+    x = fm.mean[ids].to(shape) + torch.einsum("bs,slc->blc", shape, fm.shape_basis[:s, ids].to(shape))
+    if e:
+        x = x + torch.einsum("be,elc->blc", expression, fm.expression_basis[:e, ids].to(expression))
+    return renderer.camera.pose(x, groups["rotation"], groups["translation"])
+
+
+def landmark_term(renderer: Renderer, vertices: torch.Tensor, targets: torch.Tensor,
+                  vertex_ids: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) weighted mean squared distance (in units of the image side) between the projections of camera-space
+    `vertices` (B, V, 3) at `vertex_ids` (L,) (default: the 68 landmark vertices; -1 = none) and `targets`
+    (B, L, 2) render pixels (NaN = unknown); `weights` (L,) or (B, L), default 1."""
+    if vertex_ids is None:
+        xy = renderer.landmarks(vertices)
     else:
-        terms["landmark"] = images.new_zeros(b)
+        ids = vertex_ids.to(vertices.device)
+        xy, _ = renderer.camera.project(vertices[:, ids.clamp_min(0)])
+        xy = torch.where((ids >= 0)[None, :, None], xy, torch.full_like(xy, float("nan")))
+    valid = torch.isfinite(targets).all(-1) & torch.isfinite(xy).all(-1)
+    w = valid.to(xy.dtype)
+    if weights is not None:
+        w = w * weights.to(xy)
+    diff = torch.where(valid[..., None], xy - torch.nan_to_num(targets), torch.zeros_like(xy))
+    size = float(renderer.settings.image_size)
+    return (w * diff.pow(2).sum(-1)).sum(-1) / w.sum(-1).clamp_min(1e-8) / size ** 2
+
+
+def _landmark_and_priors(renderer, groups, vertices, landmarks, landmark_vertices, landmark_weights,
+                         translation_anchor) -> dict[str, torch.Tensor]:
+    terms = {}
+    if landmarks is not None:
+        terms["landmark"] = landmark_term(renderer, vertices, landmarks, landmark_vertices, landmark_weights)
+    else:
+        terms["landmark"] = vertices.new_zeros(vertices.shape[0])
     sigma = groups["translation"].new_tensor(TRANSLATION_SIGMA)
     centred = to_pivot(groups["translation"], groups["rotation"], face_pivot(renderer))
     if translation_anchor is not None:
@@ -206,12 +260,15 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
            anchor_translation: bool = False, robust: str = "huber", huber_delta: float = 0.1, w_edge: float = 1.0,
            edge_lambda: float | None = None,
            landmarks: torch.Tensor | None = None, image_mask: torch.Tensor | None = None,
+           landmark_vertices: torch.Tensor | None = None, landmark_weights: torch.Tensor | None = None,
            free: Sequence[str] = GROUPS, group_lr: Mapping[str, float] | None = None, lr_final: float = 0.1,
            return_best: bool = True, snapshots: Sequence[int] = (), log_every: int = 0,
            log: Callable[[str], None] = print) -> tuple[torch.Tensor, dict]:
     """Refine parameters (B, P) so `renderer` reproduces `images` (B, H, W, 3) sRGB in [0, 1].
 
-    landmarks   optional (B, 68, 2) 2D targets in render pixels (NaN = unknown), used when w_landmark > 0
+    landmarks   optional (B, L, 2) 2D targets in render pixels (NaN = unknown), used when w_landmark > 0: of the
+                68 landmark vertices, or of `landmark_vertices` (L,) with per-point `landmark_weights` ((L,) or
+                (B, L)); see `landmark_term`. With w_photo = 0 nothing is rendered (landmark-only steps).
     image_mask  optional (B, H, W) photo pixels to compare (e.g. not the padded border of a crop)
     free        parameter groups optimised (the others stay at init)
     group_lr    overrides of GROUP_LR (per-group step size relative to lr)
@@ -281,7 +338,8 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
         track = step < steps and bool(free)
         with torch.set_grad_enabled(track):
             terms = energy_terms(renderer, actual(), images, image_mask, landmarks if weights["landmark"] else None,
-                                 robust, huber_delta, edge_lambda, anchor)
+                                 robust, huber_delta, edge_lambda, anchor, landmark_vertices, landmark_weights,
+                                 photometric=w_photo > 0)
             energy = sum(weights[k] * terms[k] for k in WEIGHTED)
         with torch.no_grad():
             e = energy.detach()

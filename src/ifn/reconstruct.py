@@ -133,7 +133,11 @@ class Reconstruction:
     box              (4,) x0, y0, x1, y1 file pixels of the face box used (given, or from the predicted
                      landmarks when re-framed); None for the plain centred framing
     image_size       (height, width) of the file, pixels
-    framing          "box" | "centred" | "reframed" (how the final crop was made)
+    framing          "box" | "detected" | "centred" | "reframed" (how the final crop was made)
+    face             index of the face in its photo (0 = largest) when faces were detected
+    score            the detector's confidence for that face (None without detection)
+    detected         (468, 2) the detector's mesh points in file pixels (None without detection)
+    photo            index of the photo in the call that produced this result
     photometric_mae  mean |render - crop| (sRGB [0, 1], channel mean) over rendered face pixels inside the photo
     coverage         rendered face pixels / crop pixels
     """
@@ -161,6 +165,10 @@ class Reconstruction:
     reframes: int = 0
     checkpoint: str | None = None
     notes: list[str] = field(default_factory=list)
+    face: int = 0
+    score: float | None = None
+    detected: np.ndarray | None = None
+    photo: int = 0
 
     @property
     def ok(self) -> bool:
@@ -183,6 +191,7 @@ class Reconstruction:
             "image_size": list(self.image_size), "crop_size": int(self.crop.shape[0]),
             "crop_affine": lst(self.affine), "box": lst(self.box), "framing": self.framing,
             "reframes": self.reframes, "refine_steps": self.refine_steps, "checkpoint": self.checkpoint,
+            "face": self.face, "detector_score": self.score,
             "photometric_mae": self.photometric_mae, "coverage": self.coverage,
             "mesh": {"vertices": int(self.vertices.shape[0]), "triangles": int(self.triangles.shape[0])},
             "notes": list(self.notes),
@@ -296,6 +305,9 @@ class _Item:
     framing: str = "centred"
     reframes: int = 0
     notes: list = field(default_factory=list)
+    face: int = 0
+    score: float | None = None
+    points: np.ndarray | None = None   # (468, 2) detected mesh points, loaded pixels
 
 
 class Reconstructor:
@@ -309,12 +321,14 @@ class Reconstructor:
     batch_size      photos loaded, predicted and refined together
     checkpoint      recorded in the results
     params          the ifn.config.Params it was built from, if any
+    detector        a face detector (ifn.detect.FaceDetector: image -> faces) for photos without a box, or None
+    landmark_fit    ifn.landmark_fit.LandmarkFitSettings of the detector-guided refinement of detected faces
     """
 
     def __init__(self, renderer, predictor: Predictor, roi_scale: float = ROI_SCALE,
                  roi_shift_y: float = ROI_SHIFT[1], max_side: int = MAX_SIDE,
                  refine_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
-                 checkpoint: str | None = None, params=None):
+                 checkpoint: str | None = None, params=None, detector=None, landmark_fit=None):
         self.renderer = renderer
         self.predictor = predictor
         self.size = int(renderer.settings.image_size)
@@ -326,13 +340,19 @@ class Reconstructor:
         self.batch_size = max(1, int(batch_size))
         self.checkpoint = checkpoint
         self.params = params   # the ifn.config.Params it was built from (from_params), else None
+        self.detector = detector
+        self.landmark_fit = landmark_fit
 
     @classmethod
     def from_params(cls, params_file="params.yaml", checkpoint=None, overrides: Mapping[str, Any] | None = None,
-                    reflectance_path=REFLECTANCE_PATH, batch_size: int = 16) -> "Reconstructor":
+                    reflectance_path=REFLECTANCE_PATH, batch_size: int = 16, detect: bool | None = None
+                    ) -> "Reconstructor":
         """Load params.yaml (+ dotted-key `overrides`), the checkpoint (default: `default_checkpoint`) and the
-        renderer at the network's image size. Raises ParamsError, DataMissingError, CheckpointError."""
+        renderer at the network's image size; the face detector when `detect` is True, or None and params
+        `detect.detector` names one that is installed (detect False: none). Raises ParamsError,
+        DataMissingError, CheckpointError, ifn.detect.DetectorUnavailable (detect=True without mediapipe)."""
         from .config import load_params
+        from .landmark_fit import LandmarkFitSettings
         from .synth import build_renderer
 
         params = load_params(_user_path(params_file), overrides)
@@ -347,10 +367,25 @@ class Reconstructor:
         if {k: int(v) for k, v in dict(info["layout"]).items()} != dict(renderer.layout.sizes):
             raise CheckpointError(f"{path}: the network predicts parameter groups {dict(info['layout'])}, params give "
                                   f"{renderer.layout.sizes}: use the params it was trained with")
+        detector = None
+        if detect or (detect is None and params.detect.enabled):
+            from . import detect as detection
+            if detect or detection.available():
+                detector = detection.FaceDetector(params.detect.min_confidence)
         return cls(renderer, network_predictor(net, batch_size), roi_scale=params.real.roi_scale,
                    roi_shift_y=params.real.roi_shift_y, max_side=params.real.max_side,
                    refine_kwargs=params.refine.refine_kwargs(), batch_size=batch_size, checkpoint=str(path),
-                   params=params)
+                   params=params, detector=detector, landmark_fit=LandmarkFitSettings.from_config(params.detect))
+
+    def _detect(self, item: _Item, largest: bool) -> list[_Item]:
+        """The faces the detector finds in a photo without a box, one item each (largest first); [] if none."""
+        faces = self.detector(item.image)
+        out = []
+        for k, f in enumerate(faces[:1] if largest else faces):
+            it = _Item(item.index, item.source, item.image, item.scale, box=f.box, framing="detected", face=k,
+                       score=f.score, points=f.points)
+            out.append(it)
+        return out
 
     # -- steps ------------------------------------------------------------------------------------------------
     def _load(self, index: int, image, box) -> _Item:
@@ -387,7 +422,7 @@ class Reconstructor:
         """`passes` times: crop_box around the roi box of the predicted landmarks, predict again (photos
         without a given box only)."""
         for _ in range(passes):
-            todo = [i for i, it in enumerate(items) if it.framing != "box"]
+            todo = [i for i, it in enumerate(items) if it.framing not in ("box", "detected")]
             if not todo:
                 break
             lms = self._landmarks(pred[todo])
@@ -409,16 +444,41 @@ class Reconstructor:
             pred[again] = self._predict([items[i] for i in again])
         return pred
 
-    def _refine(self, items: list[_Item], pred: torch.Tensor, steps: int) -> torch.Tensor:
+    def _guided(self, it: _Item, landmarks: bool) -> bool:
+        return landmarks and it.points is not None and self.landmark_fit is not None
+
+    def _refine(self, items: list[_Item], pred: torch.Tensor, steps: int, guided_steps: int | None = None,
+                landmarks: bool = True) -> torch.Tensor:
+        """`steps` of ifn.fit.refine; detected faces (with `landmarks`) get the detector-guided fit instead
+        (ifn.landmark_fit: the landmark-only steps of `landmark_fit`, then `guided_steps` (default `steps`)
+        photometric + landmark steps)."""
+        guided_steps = steps if guided_steps is None else guided_steps
         from .fit import refine
 
         photos = torch.from_numpy(np.stack([it.crop for it in items])).float() / 255
         valid = torch.from_numpy(np.stack([valid_pixels(it.affine, self.size, it.image.shape[:2]) for it in items]))
-        refined, _ = refine(self.renderer, photos, pred, **{**self.refine_kwargs, "steps": int(steps)},
-                            image_mask=valid)
+        guided = np.array([self._guided(it, landmarks) for it in items])
+        refined = pred.clone()
+        plain = np.flatnonzero(~guided)
+        if len(plain) and steps > 0:
+            refined[plain], _ = refine(self.renderer, photos[plain], pred[plain],
+                                       **{**self.refine_kwargs, "steps": int(steps)}, image_mask=valid[plain])
+        if guided.any():
+            from dataclasses import replace
+
+            from .detect import correspondence
+            from .landmark_fit import fit_with_landmarks, model_vertices, to_crop
+
+            sel = np.flatnonzero(guided)
+            corr = correspondence()
+            targets = torch.from_numpy(np.stack([to_crop(items[i].points, items[i].affine) for i in sel])).float()
+            refined[sel], _ = fit_with_landmarks(
+                self.renderer, photos[sel], pred[sel], targets, model_vertices(self.renderer.face_model, corr),
+                torch.from_numpy(corr["contour"]), replace(self.landmark_fit, steps=int(guided_steps)),
+                image_mask=valid[sel], **{**self.refine_kwargs, "log_every": 0})
         return refined
 
-    def _assemble(self, items: list[_Item], pred: torch.Tensor, refine_steps: int) -> list[Reconstruction]:
+    def _assemble(self, items: list[_Item], pred: torch.Tensor, refine_steps: Sequence[int]) -> list[Reconstruction]:
         from .render.color import linear_to_srgb
 
         r = self.renderer
@@ -441,7 +501,8 @@ class Reconstructor:
             h, w = it.image.shape[:2]
             warning = not_a_face_warning(mae, coverage)
             results.append(Reconstruction(
-                source=it.source, warning=warning,
+                source=it.source, warning=warning, face=it.face, score=it.score,
+                detected=None if it.points is None else it.points * it.scale,
                 params={k: v[b].detach().numpy().astype(np.float32).copy() for k, v in groups.items()},
                 vector=pred[b].detach().numpy().astype(np.float32).copy(),
                 landmarks=apply_affine(to_file, lm_crop), landmarks_crop=lm_crop,
@@ -450,42 +511,65 @@ class Reconstructor:
                 render=np.clip(np.round(render * 255), 0, 255).astype(np.uint8), mask=mask, affine=to_file,
                 box=None if it.box is None else it.box * it.scale,
                 image_size=(int(round(h * it.scale)), int(round(w * it.scale))), framing=it.framing,
-                photometric_mae=mae, coverage=coverage, refine_steps=int(refine_steps), reframes=it.reframes,
+                photometric_mae=mae, coverage=coverage, refine_steps=int(refine_steps[b]), reframes=it.reframes,
                 checkpoint=self.checkpoint, notes=list(it.notes)))
         return results
 
     # -- public -----------------------------------------------------------------------------------------------
-    def __call__(self, images: Sequence, boxes: Sequence | None = None, refine_steps: int = 0, reframe: int = 1,
-                 log: Callable[[str], None] | None = None) -> list[Reconstruction]:
+    def __call__(self, images: Sequence, boxes: Sequence | None = None, refine_steps: int | None = 0,
+                 reframe: int = 1, log: Callable[[str], None] | None = None, largest: bool = False,
+                 landmarks: bool = True) -> list[Reconstruction]:
         """Reconstruct each photo (path or (H, W, 3) uint8 array); `boxes`: one (x0, y0, x1, y1) file-pixel
-        face box or None per photo. Returns one Reconstruction per photo, in order (failed ones with `error`)."""
+        face box or None per photo.
+
+        A photo with a box gives one Reconstruction. Without a box and with a detector, every face found (or
+        only the largest: `largest`) gives one (`face` 0, 1, ... largest first), and a photo where none is
+        found gives one with error "no face found"; without a detector the photo is taken to be a face crop
+        (centred square, then `reframe` passes). Results come in photo order (failed photos with `error`).
+        refine_steps: photometric refinement steps (0: none); detected faces are refined with landmarks
+        (`landmarks`, ifn.landmark_fit) by default: None = the detector-guided defaults (params `detect`),
+        0 = landmark-only steps."""
         images = list(images)
         boxes = [None] * len(images) if boxes is None else list(boxes)
         if len(boxes) != len(images):
             raise ValueError(f"{len(boxes)} boxes for {len(images)} images: give one box (or None) per image")
-        if refine_steps < 0 or reframe < 0:
+        if (refine_steps is not None and refine_steps < 0) or reframe < 0:
             raise ValueError(f"refine_steps ({refine_steps}) and reframe ({reframe}) must be >= 0")
-        results: list[Reconstruction | None] = [None] * len(images)
+        plain_steps = 0 if refine_steps is None else int(refine_steps)
+        guided_steps = (self.landmark_fit.steps if self.landmark_fit is not None else 0) \
+            if refine_steps is None else int(refine_steps)
+        results: list[list[Reconstruction]] = [[] for _ in images]
         for start in range(0, len(images), self.batch_size):
             items = []
             for i in range(start, min(start + self.batch_size, len(images))):
+                source = str(images[i]) if isinstance(images[i], (str, Path)) else f"<image {i}>"
                 try:
                     item = self._load(i, images[i], boxes[i])
-                    self._crop(item)
-                    items.append(item)
+                    found = [item]
+                    if item.box is None and self.detector is not None:
+                        found = self._detect(item, largest)
+                        if not found:
+                            results[i].append(Reconstruction(source=item.source, error="no face found"))
+                    for it in found:
+                        self._crop(it)
+                    items += found
                 except BadImageError as e:
-                    source = str(images[i]) if isinstance(images[i], (str, Path)) else f"<image {i}>"
-                    results[i] = Reconstruction(source=source, error=e.reason)
+                    results[i].append(Reconstruction(source=source, error=e.reason))
             if not items:
                 continue
             pred = self._reframe(items, self._predict(items), reframe)
-            if refine_steps > 0:
-                pred = self._refine(items, pred, refine_steps)
-            for it, res in zip(items, self._assemble(items, pred, refine_steps)):
-                results[it.index] = res
+            guided = [self._guided(it, landmarks) for it in items]
+            if plain_steps > 0 or any(guided):
+                pred = self._refine(items, pred, plain_steps, guided_steps, landmarks)
+            steps = [guided_steps if g else plain_steps for g in guided]
+            for it, res in zip(items, self._assemble(items, pred, steps)):
+                results[it.index].append(res)
             if log:
                 log(f"reconstruct: {min(start + self.batch_size, len(images))}/{len(images)} images")
-        return results
+        for i, per_photo in enumerate(results):
+            for r in per_photo:
+                r.photo = i
+        return [r for per_photo in results for r in per_photo]
 
 
 def not_a_face_warning(photometric_mae: float, coverage: float) -> str | None:
@@ -499,24 +583,31 @@ def not_a_face_warning(photometric_mae: float, coverage: float) -> str | None:
     return None
 
 
-def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None, refine_steps: int = 0,
+def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None, refine_steps: int | None = None,
                 params_file="params.yaml", reframe: int = 1, overrides: Mapping[str, Any] | None = None,
                 reflectance_path=REFLECTANCE_PATH, batch_size: int = 16,
-                log: Callable[[str], None] | None = None) -> list[Reconstruction]:
+                log: Callable[[str], None] | None = None, detect: bool | None = None, largest: bool = False,
+                landmarks: bool = True) -> list[Reconstruction]:
     """Reconstruct faces in photos with the trained network (see the module docstring).
 
     images        paths or (H, W, 3) uint8 arrays
-    boxes         None, or one face box (x0, y0, x1, y1) in the image's (file's) pixels or None per image
+    boxes         None, or one face box (x0, y0, x1, y1) in the image's (file's) pixels or None per image;
+                  images without one go to the face detector (params `detect`; `detect` False: none, then the
+                  image is taken to be a face crop)
     checkpoint    model.pt (default: params.final_network(), else train.out_dir/<train.loss>/model.pt)
-    refine_steps  steps of ifn.fit.refine from the network estimate (0: network only)
-    reframe       re-framing passes for images without a box
+    refine_steps  steps of ifn.fit.refine from the network estimate (0: network only; None: detected faces get
+                  the detector-guided refinement of params `detect`, the others none)
+    reframe       re-framing passes for images without a box and without a detector
+    largest       only the largest detected face of each image
+    landmarks     detected faces are refined with their landmarks (ifn.landmark_fit)
     overrides     dotted params keys -> values, e.g. {"render.compile": False}
 
     Returns one Reconstruction per image (failed images: `error` set). Raises ParamsError, DataMissingError
     (data/ not pulled), CheckpointError / CheckpointMissingError (no network: run `dvc repro`).
     """
-    rec = Reconstructor.from_params(params_file, checkpoint, overrides, reflectance_path, batch_size)
-    return rec(images, boxes, refine_steps=refine_steps, reframe=reframe, log=log)
+    rec = Reconstructor.from_params(params_file, checkpoint, overrides, reflectance_path, batch_size, detect)
+    return rec(images, boxes, refine_steps=refine_steps, reframe=reframe, log=log, largest=largest,
+               landmarks=landmarks)
 
 
 # ---------------------------------------------------------------------------------------------------------------

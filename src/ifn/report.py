@@ -138,7 +138,7 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
         s += ["Photometric error: held-out real photos, mean absolute sRGB error over the estimate's visible face. "
               "NME: AFLW2000-3D dev part, 3DDFA protocol (mean of the yaw-bin means).", "",
               table(er, ["photometric_mae", "coverage", "nme_mean", "nme_0_30", "nme_30_60", "nme_60_90",
-                         "seconds_per_image", "n_photos", "n_benchmark"],
+                         "seconds_per_image", "n_photos", "n_benchmark", "n_detected"],
                     percent=["nme_mean", "nme_0_30", "nme_30_60", "nme_60_90"]), ""]
     curves = _load_json(root, "outputs/evaluate_real/accuracy_vs_time.json")
     if curves:
@@ -146,7 +146,11 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
         rows = {f"{v} k={p['steps']}": p for v, pts in curves.items() for p in pts}
         s += [table(rows, ["seconds_per_image", "photometric_mae", "nme_mean"], first="variant, steps",
                     percent=["nme_mean"]), ""]
-    s += [_params_block(raw, ["evaluate_real", "real"]), ""]
+    if er and "detector" in er:
+        s += ["Detector-guided rows (`*_landmarks`) are fitted where the detector found a face (n_detected) and keep "
+              "their start elsewhere; the `detector` row is the detector's own 68 landmarks over the images where "
+              "it found a face only.", ""]
+    s += [_params_block(raw, ["evaluate_real", "real", "detect"]), ""]
     s += _figures(root, report_dir, "outputs/figures/06_evaluate_real") + [""]
 
     s += ["## 7. Paper figures, fairness and edits (stage `figures`)", ""]
