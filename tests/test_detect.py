@@ -158,22 +158,31 @@ def test_missing_detector_is_a_clear_message(monkeypatch):
         detect.FaceDetector()
 
 
+def _exact_targets(renderer, g):
+    """Frame groups `g` like a crop (the face centre, not the head's origin, at the image centre, as ifn.synth
+    does) -> (true params, exact projections (B, 468, 2) of the correspondence vertices, their ids, the
+    correspondence)."""
+    from ifn.fit import face_pivot, to_pivot
+
+    g["translation"] = -(to_pivot(g["translation"], g["rotation"], face_pivot(renderer)) * torch.tensor([1, 1, 0]))
+    true = renderer.layout.join(g)
+    corr = detect.correspondence()
+    ids = model_vertices(renderer.face_model, corr)
+    with torch.no_grad():
+        xy, _ = renderer.camera.project(renderer.posed(true)[:, ids])
+    return true, xy, ids, corr
+
+
 def test_fit_with_landmarks_recovers_pose_from_the_mean_face(renderer256):
     """Targets = exact projections of the correspondence vertices of a known face (yaw 35 deg, identity,
     expression): the landmark-only stage from the mean face recovers the rotation to ~1 deg and the 68
     landmarks to < 1 % of the image side."""
-    from ifn.fit import face_pivot, mean_face_params, to_pivot
+    from ifn.fit import mean_face_params
 
     g = _groups(renderer256, [35.0, -15.0], seed=1)
     g["rotation"][:, 1] = torch.tensor([0.12, -0.08])
     g["expression"][:, renderer256.face_model.expression_names.index("jawOpen")] = torch.tensor([0.5, 0.0])
-    # Framed like a crop: the face centre (not the head's origin) near the image centre, as in ifn.synth.
-    g["translation"] = -(to_pivot(g["translation"], g["rotation"], face_pivot(renderer256)) * torch.tensor([1, 1, 0]))
-    true = renderer256.layout.join(g)
-    corr = detect.correspondence()
-    ids = model_vertices(renderer256.face_model, corr)
-    with torch.no_grad():
-        xy, _ = renderer256.camera.project(renderer256.posed(true)[:, ids])
+    true, xy, ids, corr = _exact_targets(renderer256, g)
     init = mean_face_params(renderer256, 2)
     images = torch.zeros(2, 256, 256, 3)
     fit, hist = fit_with_landmarks(renderer256, images, init, xy, ids, torch.from_numpy(corr["contour"]),
@@ -193,15 +202,9 @@ def test_breeding_estimate_anchors_detected_photos(renderer256):
     landmarks move to the targets), a photo without one (NaN row) gets plain refinement (0 steps: unchanged)."""
     from ifn.breed import estimate
     from ifn.config import RefineConfig
-    from ifn.fit import face_pivot, mean_face_params, to_pivot
+    from ifn.fit import mean_face_params
 
-    g = _groups(renderer256, [30.0, 0.0], seed=2)
-    g["translation"] = -(to_pivot(g["translation"], g["rotation"], face_pivot(renderer256)) * torch.tensor([1, 1, 0]))
-    true = renderer256.layout.join(g)
-    corr = detect.correspondence()
-    ids = model_vertices(renderer256.face_model, corr)
-    with torch.no_grad():
-        xy, _ = renderer256.camera.project(renderer256.posed(true)[:, ids])
+    _, xy, _, _ = _exact_targets(renderer256, _groups(renderer256, [30.0, 0.0], seed=2))
     targets = xy.double().numpy()
     targets[1] = np.nan
     start = mean_face_params(renderer256, 1)[0]
