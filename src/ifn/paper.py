@@ -5,14 +5,16 @@ outputs/evaluate_real/{estimates.npz, accuracy_vs_time.json}, the networks) and 
 figure as PNG and PDF:
 
   qualitative.*       held-out real photos: input, overlay, shaded geometry, albedo, light on a sphere, re-render
-                      (estimates of the final network + refinement, variant `refined` of evaluate_real)
+                      (estimates of the final network + detector-guided refinement, variant `refined_landmarks`
+                      of evaluate_real; without a detector, or as qualitative_detector_free.*: variant `refined`)
   loss_ablation.*     model-space versus parameter loss on the synthetic test split
   rounds.*            synthetic-only versus each breeding round: photometric error and NME
   accuracy_vs_time.*  network alone, network + k refinement steps, optimisation-only from the mean face
   nme_yaw.*           NME per yaw bin on the AFLW2000-3D dev part, every variant
   error_maps.*        mean per-vertex geometry error on the mean face (synthetic test split)
   fairness.*          photometric error per UTKFace age / gender / race group (also metrics/fairness.json)
-  edits.*             relighting and appearance edits of held-out photos, before/after
+  edits.*             relighting and appearance edits of held-out photos, before/after (the same estimates;
+                      edits_detector_free.*: from variant `refined`)
 """
 from __future__ import annotations
 
@@ -54,12 +56,29 @@ def smile_expression(renderer, strength: float = 0.8) -> torch.Tensor:
     return w
 
 
+def _edits_figure(renderer, crops: np.ndarray, records: list, estimates: torch.Tensor, picks):
+    """Relit left/right, albedo PC1 +2 sd and a smile, one row per held-out photo of `picks`."""
+    from . import figures_paper as fp
+    from .edit import edit_appearance, relight
+
+    delta = torch.zeros(renderer.layout.n_reflectance)
+    delta[0] = 2.0
+    edits = [("relit: left", lambda p, photo: relight(renderer, p, photo, "left")),
+             ("relit: right", lambda p, photo: relight(renderer, p, photo, "right")),
+             ("albedo: PC1 +2 sd", lambda p, photo: edit_appearance(renderer, p, photo, reflectance_delta=delta)),
+             ("expression: smile", lambda p, photo: edit_appearance(renderer, p, photo,
+                                                                     expression=smile_expression(renderer)))]
+    columns = ["input"] + [label for label, _ in edits]
+    rows = [(f"{records[i]['source']}", [crops[i], *(fn(estimates[i], crops[i]).edited for _, fn in edits)])
+            for i in picks]
+    return fp.edit_grid(rows, columns)
+
+
 def make_figures(params_file: str | Path = "params.yaml", out_dir: str | Path = "outputs/figures/07_figures",
                  fairness_path: str | Path = "metrics/fairness.json", reflectance_path=REFLECTANCE_PATH,
                  n_edits: int = 4, overrides=None, log=print) -> dict[str, Any]:
     """Write every figure of the module docstring; returns {"figures": [paths], "fairness": table}."""
     from . import figures_paper as fp
-    from .edit import edit_appearance, relight
     from .evaluate_real import accuracy_time_figure, heldout_photos
     from .fairness import utk_photometric
     from .figures import error_maps_figure
@@ -83,29 +102,25 @@ def make_figures(params_file: str | Path = "params.yaml", out_dir: str | Path = 
     maps = np.load(resolve("outputs/evaluate_synthetic/vertex_error_mm.npz"))
     written += save_both(error_maps_figure(renderer, {k: maps[k] for k in maps.files}), out, "error_maps")
 
-    # Qualitative results and edits on held-out photos: the estimates evaluate_real made (variant `refined`).
+    # Qualitative results and edits on held-out photos: the estimates evaluate_real made -- the detector-guided
+    # variant `refined_landmarks` where it was run (qualitative.png, edits.png), and the detector-free `refined`
+    # (qualitative_detector_free.png, edits_detector_free.png; the only ones without a detector).
     est = np.load(resolve("outputs/evaluate_real/estimates.npz"))
     crops, records = heldout_photos(params, params.evaluate_real.photos, size, log)
     names = [r["name"] for r in records]
     if names != [str(n) for n in est["photos__name"]]:
         raise RuntimeError("the held-out photos differ from those of evaluate_real: rerun `dvc repro`")
-    refined = torch.from_numpy(est["refined__photos"]).float()
+    variants = {"": "refined"}
+    if "refined_landmarks__photos" in est.files:
+        variants = {"": "refined_landmarks", "_detector_free": "refined"}
     # Spread the examples over the sources: every k-th photo.
     pick = np.linspace(0, len(crops) - 1, min(6, len(crops))).round().astype(int)
-    written += save_both(fp.qualitative_grid(renderer, crops[pick], refined[pick], n=len(pick)), out, "qualitative")
+    for suffix, variant in variants.items():
+        refined = torch.from_numpy(est[f"{variant}__photos"]).float()
+        written += save_both(fp.qualitative_grid(renderer, crops[pick], refined[pick], n=len(pick)), out,
+                             f"qualitative{suffix}")
+        written += save_both(_edits_figure(renderer, crops, records, refined, pick[:n_edits]), out, f"edits{suffix}")
 
-    rows, columns = [], ["input"]
-    delta = torch.zeros(renderer.layout.n_reflectance)
-    delta[0] = 2.0
-    edits = [("relit: left", lambda p, photo: relight(renderer, p, photo, "left")),
-             ("relit: right", lambda p, photo: relight(renderer, p, photo, "right")),
-             ("albedo: PC1 +2 sd", lambda p, photo: edit_appearance(renderer, p, photo, reflectance_delta=delta)),
-             ("expression: smile", lambda p, photo: edit_appearance(renderer, p, photo,
-                                                                     expression=smile_expression(renderer)))]
-    columns += [label for label, _ in edits]
-    for i in pick[:n_edits]:
-        rows.append((f"{records[i]['source']}", [crops[i], *(fn(refined[i], crops[i]).edited for _, fn in edits)]))
-    written += save_both(fp.edit_grid(rows, columns), out, "edits")
 
     # Fairness: the final network alone on every held-out UTKFace photo.
     net, _ = load_network(resolve(params.final_network()))
