@@ -173,10 +173,9 @@ LANDMARKS_PATH = Path(__file__).resolve().parents[1] / "src/ifn/data/ict_landmar
 def fitted_dev(params, detector, indices):
     """Landmark-only fits of the dev images `indices` with a detected face: (kept indices, renderer, params,
     affines, gt (N, 68, 2), yaw)."""
-    from ifn.detect import correspondence
     from ifn.evaluate_real import benchmark_crops
     from ifn.fit import mean_face_params
-    from ifn.landmark_fit import LandmarkFitSettings, fit_with_landmarks, model_vertices, to_crop
+    from ifn.landmark_fit import LandmarkFitSettings, fit_detected, to_crop
     from ifn.synth import build_renderer
 
     renderer = build_renderer(params)
@@ -190,17 +189,10 @@ def fitted_dev(params, detector, indices):
             keep.append(k)
             targets.append(to_crop(faces[0].points * scale, bench["affines"][k]))
     keep = np.array(keep)
-    corr = correspondence()
-    vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
-    tgt = torch.from_numpy(np.stack(targets)).float()
-    crops = torch.from_numpy(bench["crops"][keep]).float() / 255
     init = mean_face_params(renderer, len(keep))
-    settings = LandmarkFitSettings(coarse_steps=80, steps=0)
-    out = init.clone()
-    kw = {**params.refine.refine_kwargs(), "lr": 0.1, "log_every": 0}
-    for s in range(0, len(keep), 32):
-        sl = slice(s, s + 32)
-        out[sl], _ = fit_with_landmarks(renderer, crops[sl], init[sl], tgt[sl], vids, contour, settings, **kw)
+    settings = LandmarkFitSettings(coarse_steps=80, coarse_lr=0.1, steps=0)
+    out, _ = fit_detected(renderer, bench["crops"][keep], init, np.stack(targets), settings, 32,
+                          **params.refine.refine_kwargs())
     return (np.asarray(indices)[keep], renderer, out, bench["affines"][keep], bench["pts68"][keep],
             bench["yaw_deg"][keep])
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tuning_split import tuning_indices  # noqa: E402
 
 from ifn.config import load_params  # noqa: E402
-from ifn.detect import FaceDetector, correspondence  # noqa: E402
+from ifn.detect import FaceDetector  # noqa: E402
 from ifn.evaluate_real import benchmark_crops, landmarks_in_image  # noqa: E402
 from ifn.fit import mean_face_params  # noqa: E402
-from ifn.landmark_fit import LandmarkFitSettings, fit_with_landmarks, model_vertices, to_crop  # noqa: E402
+from ifn.landmark_fit import LandmarkFitSettings, fit_detected, to_crop  # noqa: E402
 from ifn.nme import load_aflw2000_dev, nme, nme_report  # noqa: E402
 from ifn.paths import resolve  # noqa: E402
 from ifn.real import load_image  # noqa: E402
@@ -75,11 +75,6 @@ def main(argv=None):
                 det68[k] = faces[0].landmarks68 * scale
     det_s = (time.perf_counter() - t0) / n
     found = np.isfinite(det68).all((1, 2))
-    corr = correspondence()
-    vids = model_vertices(renderer.face_model, corr)
-    contour = torch.from_numpy(corr["contour"])
-    crops = torch.from_numpy(bench["crops"]).float() / 255
-    tgt = torch.from_numpy(targets).float()
     print(f"{n} tuning images, detector found {found.sum()}; NME % mean [0,30) [30,60) [60,90]  s/image")
     gt, yaw = bench["pts68"], bench["yaw_deg"]
     mean = mean_face_params(renderer, n)
@@ -101,12 +96,7 @@ def main(argv=None):
         settings = replace(LandmarkFitSettings.from_config(params.detect),
                            **{k: v.pop(k) for k in list(v) if k in LandmarkFitSettings.__dataclass_fields__})
         t0 = time.perf_counter()
-        out = init.clone()
-        for s in range(0, n, 16):
-            sl = slice(s, s + 16)
-            out[sl], _ = fit_with_landmarks(renderer, crops[sl], init[sl], tgt[sl], vids, contour, settings,
-                                            **{**kw, **v, "log_every": 0})
-        out[~torch.from_numpy(found)] = init[~torch.from_numpy(found)]
+        out, _ = fit_detected(renderer, bench["crops"], init, targets, settings, 16, **{**kw, **v})
         row(name, landmarks_in_image(renderer, out, bench["affines"]), gt, yaw, (time.perf_counter() - t0) / n)
 
 

@@ -131,22 +131,13 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
     net_params = predict(net, crops, batch_size)
     t1 = time.perf_counter()
     refined = net_params.clone()
-    guided = np.zeros(len(crops), bool) if targets is None else np.isfinite(targets).all((1, 2))
-    if guided.any():
-        from .detect import correspondence
-        from .landmark_fit import fit_with_landmarks, model_vertices
+    guided = np.zeros(len(crops), bool)
+    if targets is not None:
+        from .landmark_fit import fit_detected
 
-        corr = correspondence()
-        vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
-        settings = replace(landmark_settings, steps=steps)
-        idx = np.flatnonzero(guided)
-        for start in range(0, len(idx), refine_cfg.batch_size):
-            sel = idx[start:start + refine_cfg.batch_size]
-            images = torch.from_numpy(np.ascontiguousarray(crops[sel])).float() / 255
-            refined[sel], _ = fit_with_landmarks(renderer, images, net_params[sel],
-                                                 torch.from_numpy(targets[sel]).float(), vids, contour, settings,
-                                                 **{**refine_cfg.refine_kwargs(), "log_every": 0})
-        log(f"detector-guided fits of {len(idx)}/{len(crops)} photos ({time.perf_counter() - t1:.0f} s)")
+        refined, guided = fit_detected(renderer, crops, net_params, targets, replace(landmark_settings, steps=steps),
+                                       refine_cfg.batch_size, **refine_cfg.refine_kwargs())
+        log(f"detector-guided fits of {int(guided.sum())}/{len(crops)} photos ({time.perf_counter() - t1:.0f} s)")
     rest = np.flatnonzero(~guided)
     if steps > 0 and len(rest):
         kwargs = {**refine_cfg.refine_kwargs(), "steps": steps}

@@ -28,19 +28,19 @@ evaluate_real (variant `detector`).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .real import roi_box  # noqa: F401  (the 3DDFA roi box of 68 landmarks; re-exported)
+
 DATA = Path(__file__).with_name("data")
 MP68_PATH = DATA / "mediapipe_68.json"
 CORRESPONDENCE_PATH = DATA / "mediapipe_ict.json"
 N_MESH = 468
 MEDIAPIPE_VERSION = "0.10.14"
-ROI_ENLARGE = math.sqrt(2.0)
 
 
 class DetectorUnavailable(RuntimeError):
@@ -90,14 +90,6 @@ def correspondence() -> dict:
             "spread_cm": np.asarray(spec["spread_cm"], dtype=np.float64),
             "contour": np.asarray(spec["contour"], dtype=bool),
             "meta": spec.get("meta", {})}
-
-
-def roi_box(points68: np.ndarray, enlarge: float = ROI_ENLARGE) -> np.ndarray:
-    """(68, 2) landmarks -> (4,) x0, y0, x1, y1: their bounding box squared about its centre and enlarged
-    (3DDFA's roi box)."""
-    lo, hi = points68.min(0), points68.max(0)
-    centre, side = (lo + hi) / 2, float((hi - lo).max()) * enlarge
-    return np.array([centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2])
 
 
 @dataclass

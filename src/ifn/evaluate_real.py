@@ -194,27 +194,18 @@ class LandmarkEstimator(Estimator):
         self.settings = settings
 
     def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
-        from .detect import correspondence
         from .evaluate import predict
         from .fit import mean_face_params
-        from .landmark_fit import fit_with_landmarks, model_vertices
+        from .landmark_fit import fit_detected
 
         n = len(crops)
         t0 = time.perf_counter()
         init = mean_face_params(renderer, n) if self.net is None else predict(self.net, crops, self.batch_size)
         t1 = time.perf_counter()
-        corr = correspondence()
-        vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
-        found = np.isfinite(targets).all((1, 2)) if targets is not None else np.zeros(n, bool)
-        out = init.clone()
-        idx = np.flatnonzero(found)
-        kwargs = {**self.refine_cfg.refine_kwargs(), "log_every": 0}
-        for start in range(0, len(idx), self.refine_cfg.batch_size):
-            sel = idx[start:start + self.refine_cfg.batch_size]
-            images = torch.from_numpy(np.ascontiguousarray(crops[sel])).float() / 255
-            tgt = torch.from_numpy(targets[sel]).float()
-            out[sel], _ = fit_with_landmarks(renderer, images, init[sel], tgt, vids, contour, self.settings,
-                                             **kwargs)
+        if targets is None:
+            targets = np.full((n, 1, 2), np.nan)
+        out, found = fit_detected(renderer, crops, init, targets, self.settings, self.refine_cfg.batch_size,
+                                  **self.refine_cfg.refine_kwargs())
         t2 = time.perf_counter()
         return out, {0: out}, {"network_seconds": t1 - t0, "optimisation_seconds": t2 - t1, "steps": 0,
                                "detected": int(found.sum())}

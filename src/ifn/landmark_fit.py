@@ -103,3 +103,26 @@ def fit_with_landmarks(renderer: Renderer, crops: torch.Tensor, init: torch.Tens
                               landmarks=targets, landmark_vertices=vertex_ids, landmark_weights=weights,
                               image_mask=image_mask, **kw)
     return params, {"coarse": coarse, "fine": fine}
+
+
+def fit_detected(renderer: Renderer, crops: np.ndarray, init: torch.Tensor, targets: np.ndarray,
+                 settings: LandmarkFitSettings, batch_size: int, image_mask: torch.Tensor | None = None,
+                 **refine_kwargs) -> tuple[torch.Tensor, np.ndarray]:
+    """`fit_with_landmarks` over many crops, the detector's points tied to their model vertices
+    (ifn.detect.correspondence): (N, S, S, 3) uint8 crops, (N, P) starts, (N, 468, 2) detector targets in crop
+    pixels (NaN rows: no face -- those keep their start), batches of `batch_size`, optional (N, S, S) image mask.
+    Returns (params (N, P), guided (N,) bool: the images that were fitted)."""
+    from .detect import correspondence
+
+    corr = correspondence()
+    vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
+    guided = np.isfinite(targets).all((1, 2))
+    out = init.clone()
+    idx = np.flatnonzero(guided)
+    for start in range(0, len(idx), batch_size):
+        sel = idx[start:start + batch_size]
+        images = torch.from_numpy(np.ascontiguousarray(crops[sel])).float() / 255
+        out[sel], _ = fit_with_landmarks(renderer, images, init[sel], torch.from_numpy(targets[sel]).float(), vids,
+                                         contour, settings, None if image_mask is None else image_mask[sel],
+                                         **{**refine_kwargs, "log_every": 0})
+    return out, guided

@@ -190,6 +190,7 @@ SOURCE_FRAMING: dict[str, Framing] = {
 DEFAULT_FRAMING = Framing()
 
 ROI_SCALE = 1.0            # crop side = ROI_SCALE * max(roi_box w, h)
+ROI_ENLARGE = math.sqrt(2.0)  # 3DDFA roi_box: the squared landmark box enlarged by sqrt(2) about its centre
 ROI_SHIFT = (0.0, -0.03)   # crop centre = roi_box centre + ROI_SHIFT * side (x right, y down)
 
 
@@ -205,6 +206,18 @@ def invert_affine(affine: np.ndarray) -> np.ndarray:
     a = np.asarray(affine, dtype=np.float64)
     m = np.linalg.inv(a[:, :2])
     return np.concatenate([m, -(m @ a[:, 2])[:, None]], axis=1)
+
+
+def roi_box(landmarks: np.ndarray, enlarge: float = ROI_ENLARGE) -> np.ndarray | None:
+    """(68, 2) landmarks -> (4,) x0, y0, x1, y1 3DDFA-style roi box: the landmark box squared to its larger
+    side and enlarged by `enlarge` about its centre. None if fewer than 3 landmarks are finite."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(1)]
+    if len(pts) < 3:
+        return None
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, enlarge * (hi - lo).max() / 2
+    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
 
 
 def crop_square(image: np.ndarray, centre: Sequence[float], side: float, size: int) -> tuple[np.ndarray, np.ndarray]:

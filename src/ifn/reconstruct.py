@@ -86,12 +86,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .real import (DEFAULT_FRAMING, MAX_SIDE, MIN_SIDE, ROI_SCALE, ROI_SHIFT, BadImageError, apply_affine,
-                   crop_box, frame, load_image)
+from .real import (DEFAULT_FRAMING, MAX_SIDE, MIN_SIDE, ROI_ENLARGE, ROI_SCALE, ROI_SHIFT, BadImageError,  # noqa: F401
+                   apply_affine, crop_box, frame, load_image, roi_box)
 from .paths import resolve
 
 REFLECTANCE_PATH = "models/face_model/reflectance.npz"
-ROI_ENLARGE = math.sqrt(2.0)     # 3DDFA roi_box: the squared landmark box enlarged by sqrt(2) about its centre
 MIN_REFRAME_SIDE = 8.0           # px of the loaded photo: a smaller predicted landmark box is not trusted
 
 # Not-a-face heuristic (a warning only); the measured values behind them are in the module docstring.
@@ -249,18 +248,6 @@ def network_predictor(net: torch.nn.Module, batch_size: int = 64) -> Predictor:
 # ---------------------------------------------------------------------------------------------------------------
 # Framing helpers
 # ---------------------------------------------------------------------------------------------------------------
-def roi_box(landmarks: np.ndarray, enlarge: float = ROI_ENLARGE) -> np.ndarray | None:
-    """(68, 2) landmarks -> (4,) x0, y0, x1, y1 3DDFA-style roi box: the landmark box squared to its larger
-    side and enlarged by `enlarge` about its centre. None if fewer than 3 landmarks are finite."""
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(1)]
-    if len(pts) < 3:
-        return None
-    lo, hi = pts.min(0), pts.max(0)
-    centre, half = (lo + hi) / 2, enlarge * (hi - lo).max() / 2
-    return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
-
-
 def valid_pixels(affine: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
     """(size, size) bool: crop pixels whose centre maps inside the photo of `shape` (H, W) (the rest is edge
     padding and must not count as evidence)."""
@@ -466,16 +453,16 @@ class Reconstructor:
         if guided.any():
             from dataclasses import replace
 
-            from .detect import correspondence
-            from .landmark_fit import fit_with_landmarks, model_vertices, to_crop
+            from .landmark_fit import fit_detected, to_crop
 
             sel = np.flatnonzero(guided)
-            corr = correspondence()
-            targets = torch.from_numpy(np.stack([to_crop(items[i].points, items[i].affine) for i in sel])).float()
-            refined[sel], _ = fit_with_landmarks(
-                self.renderer, photos[sel], pred[sel], targets, model_vertices(self.renderer.face_model, corr),
-                torch.from_numpy(corr["contour"]), replace(self.landmark_fit, steps=int(guided_steps)),
-                image_mask=valid[sel], **{**self.refine_kwargs, "log_every": 0})
+            targets = np.full((len(items), len(items[sel[0]].points), 2), np.nan)
+            for i in sel:
+                targets[i] = to_crop(items[i].points, items[i].affine)
+            fitted, _ = fit_detected(self.renderer, np.stack([it.crop for it in items]), pred, targets,
+                                     replace(self.landmark_fit, steps=int(guided_steps)), len(items), valid,
+                                     **self.refine_kwargs)
+            refined[sel] = fitted[sel]
         return refined
 
     def _assemble(self, items: list[_Item], pred: torch.Tensor, refine_steps: Sequence[int]) -> list[Reconstruction]:
