@@ -7,7 +7,8 @@ Runs after the pipeline (needs the corpus, models/face_model/reflectance.npz). E
 --networks is evaluated as is; each entry of --train first trains a network with `ifn.learn.train.train` and
 params.yaml overridden by the entry (dotted keys, e.g. {"w10": {"train.w_geometry": 10}}) into
 <scratch>/<name>/<loss>/ (resumed / reused like the pipeline's own runs). Printed per network:
-  - on the first --test images of the synthetic test split: mean absolute error (deg) and slope of predicted on
+  - training images/s and minutes (the run's summary.json, when there is one);
+  - on the first --test images of the synthetic test split: 68-landmark NME (%, ifn.evaluate), mean absolute error (deg) and slope of predicted on
     true angle for yaw / pitch / roll (ifn.evaluate.pose_axis_stats; slope 0 = the axis is ignored), the mean
     vertex error and pose-aligned shape error (mm), albedo, shading and photometric MAE (ifn.evaluate);
   - on the last --per-bin AFLW2000-3D dev images of each yaw bin that stage evaluate_real does not report
@@ -73,7 +74,7 @@ def main() -> None:
                                indices=tuning_indices(params, args.per_bin))
     print(f"{n} synthetic test images; {len(bench['crops'])} AFLW2000-3D dev images (up to {args.per_bin} "
           f"per yaw bin, none of evaluate_real's)")
-    header = (f"{'network':28s} | {'synthetic: |err| deg yaw/pitch/roll':36s} {'slope y/p/r':17s} {'vertex mm':9s}"
+    header = (f"{'network':28s} {'img/s':>5s} {'min':>4s} | {'syn NME %':9s} {'|err| deg yaw/pitch/roll':25s} {'slope y/p/r':17s} {'vertex mm':9s}"
               f" {'shape mm':8s} {'albedo':6s} {'shading':7s} {'photo':6s}"
               f" | {'real NME % mean (0-30/30-60/60-90)':36s} {'corr(yaw)':9s} SD pitch/roll")
     print(header)
@@ -91,7 +92,11 @@ def main() -> None:
         slopes = "/".join(f"{summary[f'{a}_slope']:.2f}" for a in ("yaw", "pitch", "roll"))
         nmes = (f"{100 * rep['nme_mean']:.2f} ({100 * rep['nme_0_30']:.1f}/{100 * rep['nme_30_60']:.1f}/"
                 f"{100 * rep['nme_60_90']:.1f})")
-        print(f"{name:28s} | {errs:36s} {slopes:17s} {summary['geometry_mm_mean']:9.2f} "
+        info = Path(path).with_name("summary.json")
+        info = json.loads(info.read_text()) if info.exists() else {}
+        speed, minutes = info.get("images_per_second", float("nan")), (info.get("train_seconds") or float("nan")) / 60
+        syn = f"{100 * summary['landmark_nme_mean']:.2f}"
+        print(f"{name:28s} {speed:5.0f} {minutes:4.1f} | {syn:9s} {errs:25s} {slopes:17s} {summary['geometry_mm_mean']:9.2f} "
               f"{summary['shape_mm_mean']:8.2f} {summary['reflectance_mae']:6.4f} {summary['shading_mae']:7.4f} "
               f"{summary['photometric_mae']:6.4f} | {nmes:36s} {corr:+9.2f} "
               f"{angles[:, 1].std():.1f}/{angles[:, 2].std():.1f}",

@@ -232,6 +232,27 @@ def test_real_photos_dataset(tmp_path):
         RealPhotos(tmp_path / "nowhere")
 
 
+def test_background_bank_uses_only_the_training_part(tmp_path):
+    """Seeded, skips corrupt files, never a held-out photo (here: each photo a distinct grey level + noise)."""
+    from ifn.real import background_bank, is_heldout
+
+    root = tmp_path / "real"
+    (root / "aflw").mkdir(parents=True)
+    for i in range(12):
+        noise = np.random.default_rng(i).integers(-4, 5, (120, 120, 3))
+        Image.fromarray((10 + 20 * i + noise).astype(np.uint8)).save(root / "aflw" / f"img{i:02d}.png")
+    (root / "aflw" / "img99.png").write_bytes(b"corrupt")
+    cfg = RealConfig.from_dict({"root": str(root), "sources": ["aflw"], "heldout_fraction": 0.3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bank = background_bank(cfg, 20, 32, seed=3)
+        again = background_bank(cfg, 20, 32, seed=3)
+    train = {10 + 20 * i for i in range(12) if not is_heldout("aflw", f"img{i:02d}.png", 0.3)}
+    assert bank.dtype == np.uint8 and bank.shape[1:] == (32, 32, 3) and len(bank) == len(train) > 0
+    assert {int(np.median(b)) for b in bank} == train and np.array_equal(bank, again)
+    assert len(background_bank(cfg, 2, 32, seed=3)) == 2
+
+
 def test_real_config_section():
     c = RealConfig.from_dict({"sources": ["aflw", "celeba"], "heldout_fraction": 0.05, "image_size": 0})
     assert c.sources == ("aflw", "celeba") and c.working_size(128) == 128

@@ -31,6 +31,7 @@ OVERRIDES = {
     "synthesize.render_batch": 64,
     "train.net.input_size": 32, "train.net.widths": [8, 16, 32, 32], "train.net.stem_width": 8,
     "train.batch_size": 16, "train.precision": "32", "train.max_epochs": 2, "train.lr": 0.003,
+    "train.augment.background_photos": 24,   # the real-photo backgrounds stay on, from a small bank
 }
 if "compile" in {f.name for f in dataclasses.fields(RenderConfig)}:
     OVERRIDES["render.compile"] = False   # compiling the rasterizer costs more than these tiny renders
@@ -66,6 +67,8 @@ def test_dataset_and_loaders(setup):
     assert len(ds) == 128 and item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
     assert 0 <= item["image"].min() and item["image"].max() <= 1
     assert item["params"].shape == (ds.layout.size,) and item["shading_gram"].shape == (9, 9)
+    masks = Corpus.open(setup / "corpus").load("train", "masks", mmap=False)
+    assert item["mask"].dtype == torch.bool and torch.equal(item["mask"], torch.from_numpy(masks[70]))
     raw = Corpus.open(setup / "corpus").load("train", "images", mmap=False)[70]
     assert torch.equal((item["image"] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(raw))
 
@@ -76,7 +79,10 @@ def test_dataset_and_loaders(setup):
     sampler.set_epoch(0)
     assert list(sampler) == first
 
-    dm = CorpusDataModule(setup / "corpus", params.train, seed=0)
+    with pytest.raises(ValueError, match="photo_background_prob"):
+        CorpusDataModule(setup / "corpus", params.train, seed=0).train_dataloader()
+    dm = CorpusDataModule(setup / "corpus", params.train, seed=0, real=params.real)
+    assert dm.backgrounds().shape == (24, 32, 32, 3)
     mean, std = dm.param_stats()
     assert torch.allclose(mean, torch.from_numpy(ds.params()).mean(0), atol=1e-5) and (std > 0).all()
     a, b = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
@@ -114,6 +120,49 @@ def test_crop_adjusts_translation_consistently(setup):
                             -1) + 1) * 32
     err = (expected - lm2.double()).norm(dim=-1)
     assert err.mean() < 0.15 and err.max() < 1.0, err.max()   # pixels at 64 px; a wrong sign gives ~6 px
+
+
+def test_photo_background_gray_and_band_augmentation():
+    """Backgrounds only where the mask is off (render pixels kept exactly), greyscale = equal channels of the
+    luma, the black band along one edge, seeded; all three off = the batches of before they existed."""
+    from ifn.learn.data import batch_generator
+
+    g0 = lambda: batch_generator(0, 1, 2)  # noqa: E731
+    images = torch.rand(6, 3, 16, 16)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[:, 4:12, 4:12] = True
+    params = torch.zeros(6, 5)
+    bank = torch.full((3, 3, 16, 16), 200, dtype=torch.uint8)          # uniform photos: exact expected value
+    aug = Augment(0, 0, 0, 0, photo_background_prob=1.0, backgrounds=bank)
+    out, _ = aug(images, params, g0(), masks)
+    assert torch.equal(out[:, :, 4:12, 4:12], images[:, :, 4:12, 4:12])
+    assert torch.allclose(out[:, :, :4], torch.full_like(out[:, :, :4], 200 / 255), atol=1e-6)
+    with pytest.raises(ValueError, match="masks"):
+        aug(images, params, g0())
+
+    gray, _ = Augment(0, 0, 0, 0, gray_prob=1.0)(images, params, g0())
+    luma = torch.einsum("bchw,c->bhw", images, torch.tensor([0.299, 0.587, 0.114]))
+    assert torch.allclose(gray, luma[:, None].expand(-1, 3, -1, -1), atol=1e-6)
+
+    band, _ = Augment(0, 0, 0, 0, border_prob=1.0)(images + 0.01, params, g0())
+    zero = (band == 0).all(1)                                            # (B, H, W)
+    for z in zero:
+        rows, cols = z.all(1), z.all(0)
+        frac = max(rows.float().mean(), cols.float().mean())
+        assert z.sum() > 0 and 0.04 <= frac <= 0.31                        # one edge band of 5-30 %
+        assert int(rows.sum()) * 16 + int(cols.sum()) * 16 - int((rows[:, None] & cols[None]).sum()) == int(z.sum())
+
+    both = Augment(0.15, 0.3, 0.02, 0.04, photo_background_prob=0.5, gray_prob=0.5, border_prob=0.5, backgrounds=bank)
+    a, b = both(images, params, g0(), masks), both(images, params, g0(), masks)
+    assert torch.equal(a[0], b[0])
+    small, _ = Augment(0, 0, 0, 0, photo_background_prob=1.0, backgrounds=bank, out_size=8)(images, params, g0(), masks)
+    assert small.shape == (6, 3, 8, 8) and torch.allclose(small[:, :, :1], torch.full_like(small[:, :, :1], 200 / 255))
+    assert torch.allclose(small[:, :, 3:5, 3:5], torch.nn.functional.interpolate(
+        images, size=(8, 8), mode="bilinear", antialias=True)[:, :, 3:5, 3:5], atol=1e-6)   # render kept inside
+    old = Augment(0.15, 0.3, 0.02, 0.04)
+    off = Augment(0.15, 0.3, 0.02, 0.04, photo_background_prob=0.0, gray_prob=0.0, border_prob=0.0)
+    assert torch.equal(old(images, params, g0(), masks)[0], off(images, params, g0())[0])
+    assert not torch.equal(a[0], old(images, params, g0(), masks)[0])
 
 
 # -- training ---------------------------------------------------------------------------------------------

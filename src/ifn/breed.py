@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .atomic import atomic_path, save_figure, save_json
 from .config import BreedConfig, PerturbConfig, load_params
 from .corpus import Corpus, write_shard
-from .learn.data import AugmentCollate, Augment, CorpusDataModule, SyntheticDataset
+from .learn.data import AugmentCollate, CorpusDataModule, SyntheticDataset
 from .paths import resolve
 from .real import BadImageError, RealPhotos
 
@@ -225,8 +225,8 @@ class BreedDataModule(CorpusDataModule):
     (MixedSampler); val/test stay the synthetic corpus's."""
 
     def __init__(self, corpus_dir, pool_dirs: Sequence[str | Path], config, seed: int, mix_fraction: float,
-                 epoch_size: int, pivot_cm: float = 0.0):
-        super().__init__(corpus_dir, config, seed, pivot_cm=pivot_cm)
+                 epoch_size: int, pivot_cm: float = 0.0, real=None):
+        super().__init__(corpus_dir, config, seed, pivot_cm=pivot_cm, real=real)
         self.pools = [SyntheticDataset(Corpus.open(p), "train") for p in pool_dirs]
         self.mix_fraction, self.epoch_size = float(mix_fraction), int(epoch_size)
 
@@ -240,7 +240,7 @@ class BreedDataModule(CorpusDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = MixedSampler(len(base), len(ds) - len(base), self.epoch_size, self.mix_fraction, self.seed,
                                replicas, rank)
-        augment = Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm) if self.augment else None
+        augment = self.train_augment()
         workers = self.config.num_workers
         return DataLoader(ds, batch_size=self.config.batch_size, sampler=sampler,
                           collate_fn=AugmentCollate(augment, self.seed), drop_last=len(sampler) >= self.config.batch_size,
@@ -401,7 +401,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     pl.seed_everything(round_seed(params.seed, name) % (2**31), workers=True, verbose=False)
     pools = [resolve(cfg.folder(e)) / "bred" for e in names[:position + 1]]
     data = BreedDataModule(corpus_dir, pools, train_cfg, params.seed + position + 1, cfg.mix_fraction,
-                           cfg.epoch_size, pivot_cm=float(face_centre(renderer)[2]))
+                           cfg.epoch_size, pivot_cm=float(face_centre(renderer)[2]), real=params.real)
     loss = params.train.loss
     weights = face_weights(renderer) if train_cfg.loss_region == "face" else \
         torch.ones(renderer.face_model.n_vertices)

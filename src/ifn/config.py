@@ -207,6 +207,7 @@ class NetConfig(Section):
     stem: str = param("small", **_choice("small", "imagenet"))
     stem_width: int = param(32, **_num(4, 512, integer=True))
     dropout: float = param(0.0, **_num(0.0, 0.9))
+    channels_last: bool = param(True, **_choice(True, False))
 
     def validate(self):
         if len(self.blocks) != len(self.widths):
@@ -223,6 +224,10 @@ class AugmentConfig(Section):
     blur_prob: float = param(0.3, **_num(0.0, 1.0))
     noise_std: float = param(0.02, **_num(0.0, 0.5))
     crop_jitter: float = param(0.04, **_num(0.0, 0.3))
+    photo_background_prob: float = param(0.0, **_num(0.0, 1.0))
+    background_photos: int = param(1024, **_num(1, 100000, integer=True))
+    gray_prob: float = param(0.0, **_num(0.0, 1.0))
+    border_prob: float = param(0.0, **_num(0.0, 1.0))
 
 
 @dataclass(frozen=True)

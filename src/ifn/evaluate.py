@@ -10,6 +10,9 @@ Per sample (face-part vertices, V_f of them):
   (`pose_axis_stats`; split-level, not per sample)
 - photometric_mae: mean absolute sRGB error in [0, 1] over the ground-truth face mask between the photo and
   the re-rendered estimate (pixels the estimate does not cover count against it)
+- landmark_nme: 68-landmark NME of the projected landmark vertices (face_model.landmarks), the 3DDFA protocol of
+  ifn.nme (mean 2D distance / sqrt(w h) of the ground truth's landmark box), as a fraction; the same number
+  evaluate_real reports on AFLW2000-3D, here against the exact landmarks of the synthetic ground truth
 """
 from __future__ import annotations
 
@@ -19,12 +22,14 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from .nme import nme
 from .render.camera import euler_to_matrix
 from .render.color import linear_to_srgb
 from .render.renderer import Renderer
 from .render.shading import sh_shading, vertex_normals
 
-METRICS = ("geometry_mm", "shape_mm", "reflectance_mae", "shading_mae", "rotation_deg", "photometric_mae")
+METRICS = ("geometry_mm", "shape_mm", "reflectance_mae", "shading_mae", "rotation_deg", "photometric_mae",
+           "landmark_nme")
 
 
 def kabsch_align(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -66,6 +71,10 @@ def reconstruction_errors(renderer: Renderer, pred: torch.Tensor, true: torch.Te
         "rotation_deg": rotation_error_deg(gp["rotation"], gt["rotation"]),
         "vertex_mm": vertex_mm,
     }
+    lm_p, lm_t = renderer.landmarks(posed_p), renderer.landmarks(posed_t)       # (B, 68, 2) pixels
+    valid = torch.isfinite(lm_t).all(-1) & torch.isfinite(lm_p).all(-1)          # (B, 68)
+    if bool(valid.all()):
+        out["landmark_nme"] = torch.from_numpy(nme(lm_p.double().cpu().numpy(), lm_t.double().cpu().numpy()))
     normals = vertex_normals(posed_t, renderer.face_model.triangles)[:, w]
     out["shading_mae"] = (sh_shading(normals, gp["illumination"]) - sh_shading(normals, gt["illumination"])
                           ).abs().mean((1, 2))

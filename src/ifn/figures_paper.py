@@ -172,6 +172,7 @@ def qualitative_grid(renderer: Renderer, crops: np.ndarray, params: torch.Tensor
 
 # -- synthetic ablation -----------------------------------------------------------------------------------------
 ABLATION_METRICS = {
+    "landmark_nme_mean": "68-landmark NME (fraction)",
     "geometry_mm_mean": "geometry error (mm)",
     "shape_mm_mean": "shape error, pose-aligned (mm)",
     "reflectance_mae_mean": "albedo MAE",

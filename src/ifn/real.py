@@ -412,3 +412,25 @@ def collate_skip_bad(batch):
         "name": [b["name"] for b in items],
         "index": torch.tensor([b["index"] for b in items], dtype=torch.long),
     }
+
+
+def background_bank(config: RealConfig, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """(K, size, size, 3) uint8: up to n real photos for the training augmentation's backgrounds (ifn.learn.data:
+    real hair, clothes and clutter around the rendered head). A seeded random sample of the training part of
+    `config` (params.yaml `real`; the held-out part, which evaluate_real reports on, is never used), framed per
+    source like every real crop; unusable files are skipped. Raises FileNotFoundError (run `dvc pull`) if the
+    photos are missing, ValueError if none is usable."""
+    photos = RealPhotos(config.root, config.sources, "train", size, config.heldout_fraction,
+                        max_side=config.max_side)
+    g = torch.Generator().manual_seed(int(seed) * 7 + 12345)
+    out = []
+    for i in torch.randperm(len(photos), generator=g).tolist():
+        if len(out) >= n:
+            break
+        try:
+            out.append(photos.load(i)[0])
+        except BadImageError:
+            continue
+    if not out:
+        raise ValueError(f"no usable real photo under {config.root} for the background bank")
+    return np.stack(out)

@@ -111,9 +111,11 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
     s += ["## 4. Held-out synthetic test split (stage `evaluate_synthetic`)", ""]
     es = need("metrics/evaluate_synthetic.json")
     if es:
-        cols = ["geometry_mm_mean", "geometry_mm_p90", "shape_mm_mean", "reflectance_mae", "shading_mae",
-                "rotation_deg_mean", "rotation_deg_p90", "photometric_mae", "n"]
-        s += [table(es, cols), ""]
+        cols = ["landmark_nme_mean", "landmark_nme_p50", "landmark_nme_p90", "geometry_mm_mean", "geometry_mm_p90",
+                "shape_mm_mean", "reflectance_mae", "shading_mae", "rotation_deg_mean", "rotation_deg_p90",
+                "photometric_mae", "n"]
+        s += ["68-landmark NME in % (projected landmarks against the ground truth's, the AFLW2000-3D protocol);",
+              "", table(es, cols, percent=("landmark_nme_mean", "landmark_nme_p50", "landmark_nme_p90")), ""]
         pose = [f"{a}_{m}" for a in ("yaw", "pitch", "roll") for m in ("abs_deg", "slope")]
         if any(k in m for m in es.values() for k in pose):
             s += ["Per rotation axis: mean absolute error (degrees) and the slope of predicted on true angle "

@@ -2,7 +2,9 @@
 
 SyntheticDataset   one split of a corpus (ifn.corpus): memory-mapped shards, one sample =
                    {"image": (3, H, W) float32 sRGB in [0, 1], "params": (P,) float32, "shading_gram": (9, 9)}
-Augment            training-only augmentation of a batch (colour jitter, blur, noise, a small crop/shift)
+Augment            training-only augmentation of a batch (real-photo backgrounds behind the rendered head,
+                   colour jitter, greyscale, blur, noise, a small crop/shift, black bands of crops beyond a
+                   photo's edge)
 AugmentCollate     the training DataLoader's collate_fn: stack, then Augment the batch
 EpochSampler       seeded shuffling; yields (index, epoch) so a batch and its augmentation are a pure function
                    of (seed, epoch, position): the same with any number of workers and after resuming a run
@@ -23,7 +25,7 @@ Neither normals (hence the stored shading gram) nor shape/expression/reflectance
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -97,6 +99,20 @@ class Augment:
                   (for the crop's target adjustment; translation None = params left as they are)
     pivot_cm      the crop is made exact for the point this far in front of the model origin (along the
                   camera axis; the face centre's model-space z is a good choice)
+    photo_background_prob  probability that the pixels outside the render mask are replaced by a real photo
+                  from `backgrounds` (K, 3, H, W) uint8 (from_config takes ifn.real.background_bank's
+                  (K, H, W, 3)): whole face crops, so real hair, clothes and clutter surround the rendered head;
+                  a corner window of side U(0.4, 0.55)
+                  (away from the photo's own face), mirrored half of the time; needs the batch's masks (B, H, W)
+    gray_prob     probability that an image is made greyscale (many benchmark photos are)
+    border_prob   probability of a black band (U(5 %, 30 %) of the side, one random edge), what a face crop
+                  reaching beyond its photo's edge looks like (ifn.real.crop_square pads with black)
+    The three are drawn from a second stream only when one of them is on, so settings without them give the
+    same batches as before they existed.
+    out_size      resize the batch (antialiased bilinear, masks too) to this side first and augment there: the
+                  network's input size (train.net.input_size), which it would resize to anyway; at 64 px this
+                  makes augmentation ~5x cheaper than at the corpus's 128 px. Blur sigmas stay in corpus pixels.
+                  None: augment at the corpus size.
     """
 
     color_jitter: float = 0.15
@@ -107,14 +123,64 @@ class Augment:
     distance_cm: float = 100.0
     translation: slice | None = None
     pivot_cm: float = 0.0
+    photo_background_prob: float = 0.0
+    gray_prob: float = 0.0
+    border_prob: float = 0.0
+    backgrounds: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    out_size: int | None = None
 
     @classmethod
-    def from_config(cls, config: AugmentConfig, meta: dict, pivot_cm: float = 0.0) -> "Augment":
-        """From params.yaml `train.augment` and a corpus's meta.json (camera, layout)."""
+    def from_config(cls, config: AugmentConfig, meta: dict, pivot_cm: float = 0.0,
+                    backgrounds: np.ndarray | torch.Tensor | None = None, out_size: int | None = None) -> "Augment":
+        """From params.yaml `train.augment`, a corpus's meta.json (camera, layout), the background photos
+        (K, H, W, 3) uint8 (needed when photo_background_prob > 0) and the side to augment at."""
         render = meta.get("render", {})
+        if config.photo_background_prob > 0 and (backgrounds is None or len(backgrounds) == 0):
+            raise ValueError("train.augment.photo_background_prob > 0 needs background photos "
+                             "(ifn.real.background_bank)")
         return cls(config.color_jitter, config.blur_prob, config.noise_std, config.crop_jitter,
                    float(render.get("fov_deg", 13.0)), float(render.get("distance_cm", 100.0)),
-                   layout_of(meta)["translation"], float(pivot_cm))
+                   layout_of(meta)["translation"], float(pivot_cm), config.photo_background_prob,
+                   config.gray_prob, config.border_prob,
+                   None if backgrounds is None else
+                   torch.as_tensor(np.asarray(backgrounds)).permute(0, 3, 1, 2).contiguous(),
+                   None if out_size is None else int(out_size))
+
+    def composite(self, images: torch.Tensor, masks: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Real photos behind the rendered heads: images (B, 3, H, W), masks (B, H, W), draws v (B, 6) in
+        [0, 1): which photo, window side, left/right corner, top/bottom corner, mirror. Returns new images (render where the mask is set)."""
+        bank = self.backgrounds
+        b, _, h, w = images.shape
+        k = (v[:, 1] * len(bank)).long().clamp_max(len(bank) - 1)
+        bg = bank[k].to(images.dtype).div_(255)                                # (B, 3, Hb, Wb)
+        # A corner window (side 40-55 % of the photo): hair, clothes and background, not the photo's own face
+        # (which fills the middle of a face crop and would teach the network to ignore real faces).
+        side = 0.4 + 0.15 * v[:, 2]
+        cx = (1 - side) * torch.where(v[:, 3] < 0.5, -1.0, 1.0).to(side)
+        cy = (1 - side) * torch.where(v[:, 4] < 0.5, -1.0, 1.0).to(side)
+        sx = torch.where(v[:, 5] < 0.5, -side, side)                             # mirrored half of the time
+        theta = torch.zeros(b, 2, 3, dtype=images.dtype)
+        theta[:, 0, 0], theta[:, 0, 2] = sx.to(images.dtype), cx.to(images.dtype)
+        theta[:, 1, 1], theta[:, 1, 2] = side.to(images.dtype), cy.to(images.dtype)
+        grid = F.affine_grid(theta, (b, 3, h, w), align_corners=False)
+        bg = F.grid_sample(bg, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        m = masks.to(images.dtype)[:, None]
+        return m * images + (1 - m) * bg
+
+    @staticmethod
+    def black_band(images: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Zero a band along one edge of each image: v (B, 2) in [0, 1): which edge, width U(5 %, 30 %)."""
+        b, _, h, w = images.shape
+        edge = (v[:, 0] * 4).long().clamp_max(3)
+        width = 0.05 + 0.25 * v[:, 1]
+        ys = (torch.arange(h, dtype=images.dtype) + 0.5) / h
+        xs = (torch.arange(w, dtype=images.dtype) + 0.5) / w
+        wd = width.to(images.dtype)[:, None, None]
+        y, x = ys[None, :, None], xs[None, None, :]
+        band = torch.stack([(y < wd).expand(b, h, w), (y > 1 - wd).expand(b, h, w),
+                            (x < wd).expand(b, h, w), (x > 1 - wd).expand(b, h, w)], 1)   # (B, 4, H, W)
+        band = band[torch.arange(b), edge]
+        return images.masked_fill(band[:, None], 0.0)
 
     def crop(self, images: torch.Tensor, params: torch.Tensor, u: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,15 +210,39 @@ class Augment:
             params[:, self.translation] = t.to(params.dtype)
         return images, params
 
-    def __call__(self, images: torch.Tensor, params: torch.Tensor, g: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, params: torch.Tensor, g: torch.Generator,
+                 masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         single = images.ndim == 3
         if single:
             images, params = images[None], params[None]
+            masks = None if masks is None else masks[None]
         b = images.shape[0]
+        blur_scale = 1.0
+        if self.out_size is not None and images.shape[-1] != self.out_size:
+            blur_scale = self.out_size / images.shape[-1]
+            size = (self.out_size, self.out_size)
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+            if masks is not None:
+                masks = F.interpolate(masks[:, None].to(images.dtype), size=size, mode="bilinear",
+                                      align_corners=False, antialias=True)[:, 0]
         u = torch.rand(b, 8, generator=g, dtype=torch.float64)   # all per-image draws at once
+        extra = self.photo_background_prob > 0 or self.gray_prob > 0 or self.border_prob > 0
+        v = torch.rand(b, 10, generator=g, dtype=torch.float64) if extra else None
+        if self.photo_background_prob > 0:
+            if masks is None or self.backgrounds is None:
+                raise ValueError("photo backgrounds need the batch's render masks and background photos")
+            sel = torch.nonzero(v[:, 0] < self.photo_background_prob).flatten()
+            if len(sel):
+                images = images.clone()
+                images[sel] = self.composite(images[sel], masks[sel], v[sel, :6])
         if self.crop_jitter > 0:
             images, params = self.crop(images, params, u[:, :3])
+        if self.gray_prob > 0:
+            sel = torch.nonzero(v[:, 6] < self.gray_prob).flatten()
+            if len(sel):
+                gray = torch.einsum("bchw,c->bhw", images[sel], images.new_tensor([0.299, 0.587, 0.114]))
+                images = images.clone()
+                images[sel] = gray[:, None].expand(-1, 3, -1, -1)
         if self.color_jitter > 0:
             # brightness b: x1 = b x; saturation s: x2 = g1 + s (x1 - g1), g1 = b gray(x); contrast c:
             # x3 = m + c (x2 - m), m = mean(x2). All linear: x3 = c b s x + c b (1 - s) gray(x) + (1 - c) m.
@@ -167,9 +257,14 @@ class Augment:
             blur = torch.nonzero(u[:, 6] < self.blur_prob).flatten()
             if len(blur):
                 images = images.clone()
-                images[blur] = gaussian_blur(images[blur], (0.3 + 0.7 * u[blur, 7]).to(images.dtype))
+                images[blur] = gaussian_blur(images[blur], (blur_scale * (0.3 + 0.7 * u[blur, 7])).to(images.dtype))
         if self.noise_std > 0:
             images = images + self.noise_std * torch.randn(images.shape, generator=g, dtype=images.dtype)
+        if self.border_prob > 0:
+            sel = torch.nonzero(v[:, 7] < self.border_prob).flatten()
+            if len(sel):
+                images = images.clone()
+                images[sel] = self.black_band(images[sel], v[sel, 8:10])
         images = images.clamp(0.0, 1.0)
         return (images[0], params[0]) if single else (images, params)
 
@@ -186,7 +281,7 @@ class AugmentCollate:
         batch = default_collate(samples)
         if self.augment is not None:
             g = batch_generator(self.seed, int(batch["epoch"][0]), int(batch["index"][0]))
-            batch["image"], batch["params"] = self.augment(batch["image"], batch["params"], g)
+            batch["image"], batch["params"] = self.augment(batch["image"], batch["params"], g, batch.get("mask"))
         return batch
 
 
@@ -196,7 +291,8 @@ class SyntheticDataset(Dataset):
     """One split of a synthetic corpus, read from memory-mapped shards (no shard is loaded whole).
 
     Items: `ds[i]` or `ds[(i, epoch)]` (what EpochSampler yields) -> {"image": (3, H, W) float32 in [0, 1],
-    "params": (P,) float32, "shading_gram": (9, 9) float32, "index": int, "epoch": int}. Unaugmented: the
+    "mask": (H, W) bool render coverage (all True for shards without masks), "params": (P,) float32,
+    "shading_gram": (9, 9) float32, "index": int, "epoch": int}. Unaugmented: the
     training DataLoader augments whole batches (AugmentCollate). Per-sample work is numpy only (single
     threaded; small multi-threaded torch ops stall when the CPU is shared).
     """
@@ -216,7 +312,8 @@ class SyntheticDataset(Dataset):
         # Opened lazily, so that each DataLoader worker maps the files itself.
         if self._arrays is None:
             self._arrays = [{name: np.load(s / f"{name}.npy", mmap_mode="r")
-                             for name in ("images", "params", "shading_gram")} for s in self.shards]
+                             for name in ("images", "params", "shading_gram", "masks")
+                             if name != "masks" or (s / "masks.npy").exists()} for s in self.shards]
         return self._arrays
 
     def __getstate__(self):
@@ -240,7 +337,8 @@ class SyntheticDataset(Dataset):
         arrays = self._open()[shard]
         i = index - int(self.offsets[shard])
         image = np.asarray(arrays["images"][i]).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-        return {"image": torch.from_numpy(image),
+        mask = np.array(arrays["masks"][i], dtype=bool) if "masks" in arrays else np.ones(image.shape[1:], bool)
+        return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask),
                 "params": torch.from_numpy(np.array(arrays["params"][i], dtype=np.float32)),
                 "shading_gram": torch.from_numpy(np.array(arrays["shading_gram"][i], dtype=np.float32)),
                 "index": index, "epoch": int(epoch)}
@@ -293,8 +391,9 @@ class CorpusDataModule(_DataModuleBase):
     """
 
     def __init__(self, corpus_dir: str | Path, config: TrainConfig | None = None, seed: int = 0,
-                 augment: bool = True, pivot_cm: float = 0.0):
+                 augment: bool = True, pivot_cm: float = 0.0, real=None):
         super().__init__()
+        self.real = real   # params.yaml `real` (RealConfig): where the background photos come from
         self.pivot_cm = float(pivot_cm)
         self.corpus_dir = Path(corpus_dir)
         self.config = config or TrainConfig()
@@ -305,6 +404,29 @@ class CorpusDataModule(_DataModuleBase):
         self.image_size = int(self.corpus.meta["image_size"])
         self._datasets: dict[str, SyntheticDataset] = {}
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._backgrounds: np.ndarray | None = None
+
+    def backgrounds(self) -> np.ndarray | None:
+        """(K, S, S, 3) uint8 real photos for train.augment.photo_background_prob (None when it is 0): the
+        first train.augment.background_photos of a seeded sample of the training part of params `real`
+        (never its held-out part), framed per source at the corpus's image size; built once."""
+        aug = self.config.augment
+        if aug.photo_background_prob <= 0:
+            return None
+        if self._backgrounds is None:
+            if self.real is None:
+                raise ValueError("train.augment.photo_background_prob > 0 needs params.yaml `real` (the photos)")
+            from ..real import background_bank
+            self._backgrounds = background_bank(self.real, aug.background_photos, self.image_size, self.seed)
+        return self._backgrounds
+
+    def train_augment(self) -> "Augment | None":
+        """The training batches' Augment (None with augment=False)."""
+        if not self.augment:
+            return None
+        size = int(self.config.net.input_size)
+        return Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm, self.backgrounds(),
+                                   size if size < self.image_size else None)
 
     def dataset(self, split: str) -> SyntheticDataset:
         if split not in self._datasets:
@@ -333,9 +455,7 @@ class CorpusDataModule(_DataModuleBase):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         workers = self.config.num_workers
         bs = self.config.batch_size
-        augment = None
-        if shuffle and self.augment:
-            augment = Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm)
+        augment = self.train_augment() if shuffle else None
         return DataLoader(ds, batch_size=bs, sampler=EpochSampler(len(ds), self.seed, shuffle, replicas, rank),
                           collate_fn=AugmentCollate(augment, self.seed),
                           drop_last=shuffle and len(ds) >= bs, num_workers=workers,

@@ -48,7 +48,8 @@ def build_network(net: Mapping[str, Any], n_params: int) -> InverseFaceNet:
     net = dict(net)
     return InverseFaceNet(n_params, input_size=int(net["input_size"]), blocks=tuple(net["blocks"]),
                           widths=tuple(net["widths"]), block=net["block"], stem=net["stem"],
-                          stem_width=int(net["stem_width"]), dropout=float(net["dropout"]))
+                          stem_width=int(net["stem_width"]), dropout=float(net["dropout"]),
+                          channels_last=bool(net.get("channels_last", False)))
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int):

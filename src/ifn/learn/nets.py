@@ -92,15 +92,18 @@ class InverseFaceNet(nn.Module):
     """Image -> the whole parameter vector in one shot.
 
     Input: (B, 3, S, S) sRGB in [0, 1] with S = input_size (other sizes are resized bilinearly).
+    channels_last: keep the convolution weights and activations in NHWC order (same maths, faster on CPUs).
     Output: (B, P) parameters in the layout's order. The linear head predicts standardised parameters;
     `param_mean` / `param_std` (buffers, set from the training corpus with `set_param_stats`) map them back,
     so every output starts at the corpus mean with unit-scale errors.
     """
 
     def __init__(self, n_params: int, input_size: int = 96, blocks=(1, 1, 1, 1), widths=(32, 64, 128, 256),
-                 block: str = "basic", stem: str = "small", stem_width: int = 32, dropout: float = 0.0):
+                 block: str = "basic", stem: str = "small", stem_width: int = 32, dropout: float = 0.0,
+                 channels_last: bool = False):
         super().__init__()
         self.input_size = input_size
+        self.channels_last = bool(channels_last)
         self.encoder = ResNetEncoder(blocks, widths, block, stem, stem_width)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.encoder.out_features, n_params)
@@ -108,6 +111,8 @@ class InverseFaceNet(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)
         self.register_buffer("param_mean", torch.zeros(n_params))
         self.register_buffer("param_std", torch.ones(n_params))
+        if self.channels_last:  # NHWC convolutions: ~1.25x faster training on this CPU (bench/train_bench.py)
+            self.encoder.to(memory_format=torch.channels_last)
 
     def set_param_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.param_mean.copy_(mean)
@@ -118,5 +123,7 @@ class InverseFaceNet(nn.Module):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                                    align_corners=False, antialias=True)
         x = (images - 0.5) / 0.25
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         z = self.head(self.dropout(self.encoder(x)))
         return self.param_mean + self.param_std * z

@@ -60,6 +60,8 @@ def run_keys(params, loss: str, corpus_meta: Mapping[str, Any]) -> tuple[str, st
     length = {k: cfg.pop(k) for k in RUN_LENGTH_KEYS}
     base = {"loss": loss, "seed": params.seed, "train": cfg, "reflectance": params.reflectance.to_dict(),
             "corpus": {k: v for k, v in corpus_meta.items() if k != "seconds"}}
+    if params.train.augment.photo_background_prob > 0:   # the background photos come from params `real`
+        base["real"] = {k: v for k, v in params.real.to_dict().items() if k in ("root", "sources", "heldout_fraction")}
     resume_key = _digest(base)
     return resume_key, _digest({"resume_key": resume_key, **length})
 
@@ -182,7 +184,8 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
             return finished
 
     pl.seed_everything(params.seed, workers=True, verbose=False)
-    data = CorpusDataModule(corpus_dir, cfg, params.seed, pivot_cm=float(face_centre(renderer)[2]))
+    data = CorpusDataModule(corpus_dir, cfg, params.seed, pivot_cm=float(face_centre(renderer)[2]),
+                            real=params.real)
     mean, std = data.param_stats()
     weights = face_weights(renderer) if cfg.loss_region == "face" else torch.ones(renderer.face_model.n_vertices)
     config = plain(cfg.to_dict())
