@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from ifn import smoke
 
@@ -71,6 +72,24 @@ def test_smoke_breeding_rounds_chain_and_write_their_outputs(smoke_run):
         previous = blob["state_dict"]
 
 
+def test_smoke_finetune_real_trained_on_detected_photos(smoke_run):
+    import yaml
+
+    work = Path(smoke_run["workdir"])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    folder = work / params["finetune"]["out_dir"]
+    summary = json.loads((folder / "summary.json").read_text())
+    if params.get("detect", {}).get("detector", "mediapipe") == "none":
+        assert "skipped" in summary and not (folder / "model.pt").exists()
+        return
+    assert summary["init"] == params["finetune"]["init"]
+    assert 0 < summary["photos"]["photos_train"] <= params["finetune"]["photos"] + params["finetune"]["val_photos"]
+    assert "val_real_landmark_rms" in json.loads((folder / "metrics.json").read_text())
+    start = torch.load(work / params["finetune"]["init"] / "model.pt", weights_only=True)["state_dict"]
+    tuned = torch.load(folder / "model.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(tuned[k], start[k]) for k in start if k.endswith("weight"))
+
+
 def test_smoke_real_metrics_have_every_variant(smoke_run):
     import yaml
 
@@ -80,7 +99,7 @@ def test_smoke_real_metrics_have_every_variant(smoke_run):
     variants = ["synthetic_only", *params["breed"]["rounds"], "refined", "optimization_only"]
     guided = ["refined_landmarks", "optimization_only_landmarks"]
     if params.get("detect", {}).get("detector", "mediapipe") != "none":   # the detector-guided path, beside
-        variants += guided
+        variants += guided + ["real_finetuned"]
         detector = metrics.pop("detector")
         # The detector itself does not depend on the smoke sizes: a real result on the dev images.
         assert 0 < detector["n_detected"] <= detector["n_benchmark"] == params["evaluate_real"]["benchmark_images"]

@@ -89,7 +89,9 @@ def test_dataset_and_loaders(setup):
     assert a["image"].shape == (16, 3, 32, 32) and torch.equal(a["image"], b["image"])     # seeded
     plain = torch.stack([ds[int(i)]["image"] for i in a["index"]])
     assert not torch.equal(a["image"], plain)                                              # augmented
+    assert "mask" in a and a["mask"].shape == (16, 32, 32)                                # for the backgrounds
     val = next(iter(dm.val_dataloader()))
+    assert "mask" not in val and "mask" not in SyntheticDataset(setup / "corpus", "val", masks=False)[0]
     assert val["index"].tolist() == list(range(16))                                        # in order, as stored
     assert torch.equal(val["image"], torch.stack([SyntheticDataset(setup / "corpus", "val")[i]["image"]
                                                   for i in range(16)]))

@@ -426,6 +426,26 @@ class DetectConfig(Section):
 
 
 @dataclass(frozen=True)
+class FinetuneConfig(Section):
+    """Section `finetune`: fine-tuning on real photos with the detector's landmarks (ifn.finetune, stage
+    finetune_real), a detector-guided variant beside the detector-free networks."""
+
+    SECTION = "finetune"
+    init: str = param("models/breed/round_2")
+    out_dir: str = param("models/finetune_real")
+    photos: int = param(8000, **_num(1, 10_000_000, integer=True))
+    val_photos: int = param(256, **_num(0, 1_000_000, integer=True))
+    real_batch_size: int = param(32, **_num(1, 4096, integer=True))
+    epochs: int = param(4, **_num(1, 10000, integer=True))
+    lr: float = param(5e-4, **_num(1e-7, 1.0))
+    max_minutes: float = param(8.0, **_num(0.1, 100000.0))
+    w_landmark: float = param(3000.0, **_num(0.0, 1e9))
+    w_photo: float = param(0.0, **_num(0.0, 1e9))
+    w_shape_prior: float = param(0.01, **_num(0.0, 1e6))
+    w_expression_prior: float = param(0.1, **_num(0.0, 1e6))
+
+
+@dataclass(frozen=True)
 class EvaluateRealConfig(Section):
     """Section `evaluate_real`: the real-image evaluation (ifn.evaluate_real)."""
 
@@ -452,6 +472,7 @@ class Params:
     breed: BreedConfig
     evaluate_real: EvaluateRealConfig
     detect: DetectConfig
+    finetune: FinetuneConfig
     raw: Mapping[str, Any]
 
     SECTIONS = {
@@ -465,6 +486,7 @@ class Params:
         "breed": BreedConfig,
         "evaluate_real": EvaluateRealConfig,
         "detect": DetectConfig,
+        "finetune": FinetuneConfig,
     }
 
     @classmethod

@@ -6,7 +6,10 @@ Variants (one metrics object each in metrics/evaluate_real.json):
   refined             the final network + `evaluate_real.refine_steps` steps of analysis-by-synthesis refinement
   optimization_only   refinement from the mean face (refine.baseline_steps), no network (ifn.fit.fit_from_mean)
 With a detector (params `detect.detector`, default mediapipe), the detector-guided path beside them:
-  refined_landmarks             the final network + detector-guided refinement (ifn.landmark_fit: landmark-only
+  real_finetuned                the network of stage finetune_real (`finetune.init` fine-tuned on real photos
+                                with the detector's landmarks, ifn.finetune), network only: no detector at
+                                test time
+  refined_landmarks             real_finetuned + detector-guided refinement (ifn.landmark_fit: landmark-only
                                 steps, then photometric + landmark steps, settings of `detect`)
   optimization_only_landmarks   the same fit from the mean face, no network
   detector                      the detector's own 68 landmarks (ifn.detect.Face.landmarks68), NME over the
@@ -318,7 +321,14 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         targets = detect_targets(params, bench, photos, log)
         detector_seconds = time.perf_counter() - t0
         settings = LandmarkFitSettings.from_config(params.detect)
-        estimators["refined_landmarks"] = LandmarkEstimator(networks[final], params.refine, settings, cfg.batch_size)
+        ft_path = f"{params.finetune.out_dir}/model.pt"
+        ft_net, info = load_network(resolve(ft_path))
+        if int(info["image_size"]) != size:
+            raise ValueError(f"{ft_path} was trained on {info['image_size']} px images, real crops are {size} px")
+        estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size)
+        # The detector-guided path's own network is the start: on the tuning images it leaves the fit less to
+        # do where the detector finds no face (bench/landmark_fit.py, README).
+        estimators["refined_landmarks"] = LandmarkEstimator(ft_net, params.refine, settings, cfg.batch_size)
         estimators["optimization_only_landmarks"] = LandmarkEstimator(None, params.refine, settings, cfg.batch_size)
 
     metrics, estimates, curves = {}, {}, {}
@@ -369,7 +379,7 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
     save_figure(landmarks_figure(bench, {v: landmarks_in_image(renderer, torch.from_numpy(estimates[f"{v}/benchmark"]),
                                                                bench["affines"])
                                          for v in ("synthetic_only", final, "refined", "optimization_only",
-                                                   "refined_landmarks") if f"{v}/benchmark" in estimates}),
+                                                   "real_finetuned", "refined_landmarks") if f"{v}/benchmark" in estimates}),
                 figs / "landmarks.png")
     return metrics
 

@@ -5,7 +5,7 @@ outputs/evaluate_real/{estimates.npz, accuracy_vs_time.json}, the networks) and 
 figure as PNG and PDF:
 
   qualitative.*       held-out real photos: input, overlay, shaded geometry, albedo, light on a sphere, re-render
-                      (estimates of the final network + detector-guided refinement, variant `refined_landmarks`
+                      (estimates of the fine-tuned network + detector-guided refinement, variant `refined_landmarks`
                       of evaluate_real; without a detector, or as qualitative_detector_free.*: variant `refined`)
   loss_ablation.*     model-space versus parameter loss on the synthetic test split
   rounds.*            synthetic-only versus each breeding round: photometric error and NME

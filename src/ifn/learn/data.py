@@ -45,6 +45,9 @@ except ImportError:  # pragma: no cover
     _DataModuleBase = object
 
 
+LUMA = (0.299, 0.587, 0.114)   # ITU-R BT.601 luma weights of R, G, B (greyscale and saturation jitter)
+
+
 def layout_of(meta: dict) -> ParamLayout:
     """The ParamLayout a corpus was written with (meta.json "layout")."""
     sizes = meta["layout"]
@@ -222,7 +225,7 @@ class Augment:
             blur_scale = self.out_size / images.shape[-1]
             size = (self.out_size, self.out_size)
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-            if masks is not None:
+            if masks is not None and self.photo_background_prob > 0:   # masks serve only the backgrounds
                 masks = F.interpolate(masks[:, None].to(images.dtype), size=size, mode="bilinear",
                                       align_corners=False, antialias=True)[:, 0]
         u = torch.rand(b, 8, generator=g, dtype=torch.float64)   # all per-image draws at once
@@ -240,7 +243,7 @@ class Augment:
         if self.gray_prob > 0:
             sel = torch.nonzero(v[:, 6] < self.gray_prob).flatten()
             if len(sel):
-                gray = torch.einsum("bchw,c->bhw", images[sel], images.new_tensor([0.299, 0.587, 0.114]))
+                gray = torch.einsum("bchw,c->bhw", images[sel], images.new_tensor(LUMA))
                 images = images.clone()
                 images[sel] = gray[:, None].expand(-1, 3, -1, -1)
         if self.color_jitter > 0:
@@ -248,7 +251,7 @@ class Augment:
             # x3 = m + c (x2 - m), m = mean(x2). All linear: x3 = c b s x + c b (1 - s) gray(x) + (1 - c) m.
             j = self.color_jitter
             b_, c_, s_ = (1 - j + 2 * j * u[:, 3:6]).to(images.dtype).unbind(-1)
-            gray = torch.einsum("bchw,c->bhw", images, images.new_tensor([0.299, 0.587, 0.114]))[:, None]
+            gray = torch.einsum("bchw,c->bhw", images, images.new_tensor(LUMA))[:, None]
             m = b_ * (s_ * images.mean((1, 2, 3)) + (1 - s_) * gray.mean((1, 2, 3)))
             images = torch.addcmul((c_ * b_ * (1 - s_))[:, None, None, None] * gray,
                                    (c_ * b_ * s_)[:, None, None, None], images) \
@@ -291,15 +294,17 @@ class SyntheticDataset(Dataset):
     """One split of a synthetic corpus, read from memory-mapped shards (no shard is loaded whole).
 
     Items: `ds[i]` or `ds[(i, epoch)]` (what EpochSampler yields) -> {"image": (3, H, W) float32 in [0, 1],
-    "mask": (H, W) bool render coverage (all True for shards without masks), "params": (P,) float32,
+    "mask": (H, W) bool render coverage (only with masks=True; all True for shards without masks),
+    "params": (P,) float32,
     "shading_gram": (9, 9) float32, "index": int, "epoch": int}. Unaugmented: the
     training DataLoader augments whole batches (AugmentCollate). Per-sample work is numpy only (single
     threaded; small multi-threaded torch ops stall when the CPU is shared).
     """
 
-    def __init__(self, corpus: Corpus | str | Path, split: str = "train"):
+    def __init__(self, corpus: Corpus | str | Path, split: str = "train", masks: bool = True):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
         self.split = split
+        self.masks = bool(masks)
         self.shards = self.corpus.shards(split)
         if not self.shards:
             raise FileNotFoundError(f"corpus {self.corpus.root} has no {split} shards")
@@ -313,7 +318,7 @@ class SyntheticDataset(Dataset):
         if self._arrays is None:
             self._arrays = [{name: np.load(s / f"{name}.npy", mmap_mode="r")
                              for name in ("images", "params", "shading_gram", "masks")
-                             if name != "masks" or (s / "masks.npy").exists()} for s in self.shards]
+                             if name != "masks" or (self.masks and (s / "masks.npy").exists())} for s in self.shards]
         return self._arrays
 
     def __getstate__(self):
@@ -337,11 +342,14 @@ class SyntheticDataset(Dataset):
         arrays = self._open()[shard]
         i = index - int(self.offsets[shard])
         image = np.asarray(arrays["images"][i]).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-        mask = np.array(arrays["masks"][i], dtype=bool) if "masks" in arrays else np.ones(image.shape[1:], bool)
-        return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask),
+        item = {"image": torch.from_numpy(image),
                 "params": torch.from_numpy(np.array(arrays["params"][i], dtype=np.float32)),
                 "shading_gram": torch.from_numpy(np.array(arrays["shading_gram"][i], dtype=np.float32)),
                 "index": index, "epoch": int(epoch)}
+        if self.masks:
+            mask = np.array(arrays["masks"][i], dtype=bool) if "masks" in arrays else np.ones(image.shape[1:], bool)
+            item["mask"] = torch.from_numpy(mask)
+        return item
 
 
 class EpochSampler(Sampler):
@@ -428,9 +436,13 @@ class CorpusDataModule(_DataModuleBase):
         return Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm, self.backgrounds(),
                                    size if size < self.image_size else None)
 
+    def needs_masks(self, split: str) -> bool:
+        """Render masks are read only where the augmentation composites photo backgrounds (train split)."""
+        return split == "train" and self.augment and self.config.augment.photo_background_prob > 0
+
     def dataset(self, split: str) -> SyntheticDataset:
         if split not in self._datasets:
-            self._datasets[split] = SyntheticDataset(self.corpus, split)
+            self._datasets[split] = SyntheticDataset(self.corpus, split, masks=self.needs_masks(split))
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:

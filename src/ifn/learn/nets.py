@@ -1,7 +1,7 @@
 """InverseFaceNet's network: a ResNet-style encoder (from scratch) and one linear layer to all parameters.
 
 Plain `nn.Module`s; losses and optimisers live in ifn.learn.module. Sizes come from params.yaml
-(`train.net`): the CPU default is a small ResNet at 96 px; a paper-scale setting is e.g.
+(`train.net`): the CPU default is a small ResNet at 64 px; a paper-scale setting is e.g.
 `blocks: [3, 4, 6, 3], widths: [256, 512, 1024, 2048], block: bottleneck, input_size: 224` (ResNet-50).
 """
 from __future__ import annotations

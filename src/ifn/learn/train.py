@@ -61,7 +61,8 @@ def run_keys(params, loss: str, corpus_meta: Mapping[str, Any]) -> tuple[str, st
     base = {"loss": loss, "seed": params.seed, "train": cfg, "reflectance": params.reflectance.to_dict(),
             "corpus": {k: v for k, v in corpus_meta.items() if k != "seconds"}}
     if params.train.augment.photo_background_prob > 0:   # the background photos come from params `real`
-        base["real"] = {k: v for k, v in params.real.to_dict().items() if k in ("root", "sources", "heldout_fraction")}
+        base["real"] = {k: v for k, v in params.real.to_dict().items() if k in ("root", "sources", "heldout_fraction",
+                                                                                  "max_side")}
     resume_key = _digest(base)
     return resume_key, _digest({"resume_key": resume_key, **length})
 
