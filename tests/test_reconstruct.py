@@ -26,8 +26,10 @@ from ifn.model.priors import sample_parameters
 from ifn.model.reflectance import ReflectanceModel
 from ifn.nme import load_aflw2000_dev
 from ifn.real import ROI_SHIFT, apply_affine
-from ifn.reconstruct import (CheckpointError, CheckpointMissingError, Reconstructor, _srgb_bytes, box_for,
-                             default_checkpoint, load_checkpoint, read_boxes, roi_box, write_obj, write_ply)
+from ifn.boxes import box_for, read_boxes
+from ifn.mesh_io import _srgb_bytes, write_obj, write_ply
+from ifn.reconstruct import (CheckpointError, CheckpointMissingError, Reconstructor, default_checkpoint,
+                             load_checkpoint, roi_box)
 from ifn.render.color import linear_to_srgb
 from ifn.render.renderer import Renderer, RenderSettings
 from ifn.render.shading import AMBIENT_WHITE

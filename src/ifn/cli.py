@@ -73,7 +73,7 @@ class CliError(Exception):
 # -- shared by reconstruct, relight and edit ----------------------------------------------------------------------
 def _box_table(args) -> dict:
     """The --boxes file as {name: box} ({} without one)."""
-    from .reconstruct import read_boxes
+    from .boxes import read_boxes
 
     if not args.boxes:
         return {}
@@ -118,7 +118,7 @@ def _refine_steps(rec, args) -> int | None:
 
 def _reconstruct_one(rec, args, table, image):
     """One photo's Reconstruction, its largest face (with the command's box table, refinement and re-framing)."""
-    from .reconstruct import box_for
+    from .boxes import box_for
 
     return rec([image], [box_for(table, str(image))], refine_steps=_refine_steps(rec, args), reframe=args.reframe,
                largest=True, landmarks=not args.no_landmarks)[0]
@@ -129,7 +129,7 @@ def _for_each_photo(rec, args, table, handle) -> int:
     (written as we go). Unusable photos (and photos whose handling raises BadImageError) are skipped with a
     message. Returns the exit status: 0 if at least one photo was handled, else 1."""
     from .real import BadImageError
-    from .reconstruct import box_for
+    from .boxes import box_for
 
     from tqdm import tqdm
 
@@ -199,7 +199,7 @@ def _add_photo_options(p, verb: str | None = None) -> None:
 # -- reconstruct --------------------------------------------------------------------------------------------------
 def cmd_reconstruct(args) -> int:
     """Reconstruct faces in photos: parameters, landmarks, mesh and an overlay per image (ifn.reconstruct)."""
-    from .reconstruct import write_outputs
+    from .mesh_io import write_outputs
 
     table = _box_table(args)
     rec = _reconstructor(args)

@@ -19,8 +19,9 @@ detector-free networks (synthetic_only and the breeding rounds) are never traine
    validation photos' landmark RMS; val/loss = the same objective as training (what model.pt is chosen by).
 
 Outputs in `finetune.out_dir`: model.pt, metrics.json, summary.json, curves.png, landmarks.npz, Lightning
-checkpoints (an interrupted run resumes). Needs the detector: with `detect.detector: none` the stage fails
-with a message saying so.
+checkpoints (an interrupted run resumes). Needs the detector: with `detect.detector: none` the stage writes
+only summary.json / metrics.json saying it was skipped (no model.pt; evaluate_real then has no detector-guided
+rows); a detector that does not import is an error naming the package.
 """
 from __future__ import annotations
 
@@ -154,6 +155,9 @@ class RealFinetuneModule(InverseFaceNetModule):
         self.register_buffer("contour", torch.from_numpy(corr["contour"]), persistent=False)
 
     def on_fit_start(self) -> None:
+        self.renderer = self.renderer.to(self.device)
+
+    def on_validation_start(self) -> None:   # also when validating without fitting
         self.renderer = self.renderer.to(self.device)
 
     def real_terms(self, pred: torch.Tensor, photos: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:

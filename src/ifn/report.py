@@ -134,6 +134,25 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
     s += [f"![{r}]({os.path.relpath(root / raw['breed']['out_dir'] / r / 'examples.png', report_dir)})"
           for r in bred if (root / raw["breed"]["out_dir"] / r / "examples.png").exists()] + [""]
 
+    ft_cfg = raw.get("finetune") or {}
+    if ft_cfg.get("out_dir"):
+        s += ["### Fine-tuning on real photos with the detector's landmarks (stage `finetune_real`)", ""]
+        ft = need(f"{ft_cfg['out_dir']}/metrics.json")
+        if ft and ft.get("skipped"):
+            s += ["Skipped: `detect.detector` is none.", ""]
+        elif ft:
+            s += ["val_real_landmark_rms: RMS distance (image sides) between the projected model vertices and the "
+                  "detector's points on the validation photos; the val_* model-space terms are on the synthetic "
+                  "val split, as above.", "",
+                  table({"finetune_real": ft}, ["finetune_photos_train", "finetune_photos_val", "epochs", "steps",
+                                                "train_seconds", "best_val_loss", "val_real_landmark_rms",
+                                                "val_geometry", "val_reflectance", "val_illumination"],
+                        first="stage"), ""]
+        s += [_params_block(raw, ["finetune"]), ""]
+        curves_png = root / ft_cfg["out_dir"] / "curves.png"
+        if curves_png.exists():
+            s += [f"![finetune_real curves]({os.path.relpath(curves_png, report_dir)})", ""]
+
     s += ["## 6. Real images (stage `evaluate_real`)", ""]
     er = need("metrics/evaluate_real.json")
     if er:
