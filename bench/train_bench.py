@@ -7,6 +7,7 @@ render.image_size images (the network resizes them to train.net.input_size, as i
   train <precision>   images/s of forward + backward + AdamW step at `--batch`, precision 32 and bf16-mixed
                       (torch.autocast on the CPU, as Lightning's "bf16-mixed"); MSE loss on the output
   infer <precision>   ms per image in eval mode without gradients, batch 1 and batch `--batch`
+  infer onnxruntime   the same network exported to ONNX (ifn.export), onnxruntime CPU with --threads threads
 Median and best of the timed repeats after warm-up. Numbers are printed, never asserted: they depend on the
 machine and on whatever else runs on it (2-thread OpenMP slows down badly when other processes compete).
 """
@@ -109,6 +110,24 @@ def main(argv=None) -> int:
             rows[f"batch_{b}"] = {"ms_per_image": 1e3 * statistics.median(times) / b,
                                   "best_ms_per_image": 1e3 * min(times) / b}
         result["infer"][precision] = rows
+    try:   # the same network exported to ONNX, under onnxruntime (ifn.export; `ifn reconstruct --checkpoint x.onnx`)
+        import tempfile
+
+        from ifn.export import OnnxPredictor, export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            info = {"net": net_cfg, "layout": layout.sizes, "image_size": size}
+            report = export_onnx((net, info), Path(tmp) / "net.onnx")
+            ort = OnnxPredictor(Path(tmp) / "net.onnx", threads=args.threads)
+            rows = {"max_abs_diff": report["max_abs_diff"]}
+            for b in (1, args.batch):
+                xb = x[:b].numpy()
+                times = timed(lambda: ort.run(xb), warmup=2, repeats=max(args.steps, 10 if b == 1 else args.steps))
+                rows[f"batch_{b}"] = {"ms_per_image": 1e3 * statistics.median(times) / b,
+                                      "best_ms_per_image": 1e3 * min(times) / b}
+        result["infer"]["onnxruntime"] = rows
+    except Exception as e:   # onnx / onnxruntime missing: the PyTorch rows stand alone
+        result["infer_onnxruntime_error"] = f"{type(e).__name__}: {e}"
     result["load_average_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     if args.json:
@@ -122,7 +141,8 @@ def main(argv=None) -> int:
               f"(best {r['best_images_per_s']:.1f}), {r['ms_per_step']:.0f} ms/step, "
               f"{r['minutes_per_epoch']:.1f} min per {n_train}-image epoch")
     for precision, rows in result["infer"].items():
-        cells = ", ".join(f"batch {k.split('_')[1]}: {v['ms_per_image']:.2f} ms/image" for k, v in rows.items())
+        cells = ", ".join(f"batch {k.split('_')[1]}: {v['ms_per_image']:.2f} ms/image" for k, v in rows.items()
+                          if k.startswith("batch_"))
         print(f"  infer {precision:>10}  {cells}")
     return 0
 

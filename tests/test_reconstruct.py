@@ -317,8 +317,8 @@ def test_checkpoint_is_loaded_weights_only(project, tmp_path):
 
 def test_missing_checkpoint_says_dvc_repro(project, tmp_path):
     tmp, _ = project
-    t, b = tmp_path / "train", tmp_path / "breed"
-    overrides = {"train.out_dir": str(t), "breed.out_dir": str(b),
+    t, b, f = tmp_path / "train", tmp_path / "breed", tmp_path / "finetune"
+    overrides = {"train.out_dir": str(t), "breed.out_dir": str(b), "finetune.out_dir": str(f),
                  "breed.rounds": {"round_1": f"{t}/model_space", "round_2": f"{b}/round_1"}}
     params = load_params(tmp / "params.yaml", overrides)
     with pytest.raises(CheckpointMissingError, match="dvc repro"):
@@ -329,6 +329,9 @@ def test_missing_checkpoint_says_dvc_repro(project, tmp_path):
     (b / "round_2").mkdir(parents=True)
     (b / "round_2" / "model.pt").write_bytes((tmp / "model.pt").read_bytes())
     assert default_checkpoint(params) == b / "round_2" / "model.pt"          # the final (bred) network
+    f.mkdir()
+    (f / "model.pt").write_bytes((tmp / "model.pt").read_bytes())
+    assert default_checkpoint(params) == f / "model.pt"                      # fine-tuned on real photos
     with pytest.raises(CheckpointMissingError, match="dvc repro"):
         load_checkpoint(tmp_path / "nope.pt")
 

@@ -95,6 +95,10 @@ def _reconstructor(args):
                                          detect=False if args.no_detect else None)
     except CheckpointError as err:
         raise CliError(str(err)) from None
+    except RuntimeError as err:
+        if type(err).__name__ == "OnnxUnavailable":   # an .onnx checkpoint without onnxruntime
+            raise CliError(str(err)) from None
+        raise
 
 
 def _out_dir(args):
@@ -182,7 +186,9 @@ def _add_photo_options(p, verb: str | None = None) -> None:
     p.add_argument("--no-landmarks", action="store_true",
                    help="refine detected faces without their landmarks (photometric refinement only)")
     p.add_argument("--checkpoint", metavar="PATH",
-                   help="network model.pt (default: the pipeline's final network, else train.out_dir/<loss>)")
+                   help="network model.pt, or an .onnx file of `ifn export --onnx` (run with onnxruntime); "
+                        "default: the pipeline's network fine-tuned on real photos, else its final detector-free "
+                        "network, else train.out_dir/<loss>")
     p.add_argument("--refine", type=_count, nargs="?", const="params", default=None, metavar="N",
                    help="photometric analysis-by-synthesis steps from the network estimate"
                         + (f" before {verb}" if verb else "") + " (default: detected faces get the detector-guided "
@@ -444,6 +450,39 @@ image was processed, 1 if none, 2 for usage, params or missing-data errors.""",
     p.set_defaults(func=cmd_edit)
 
 
+# -- export -------------------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    """Export the network to ONNX (ifn.export), checked against PyTorch on random crops."""
+    from .config import load_params
+    from .export import OnnxUnavailable, export_onnx
+    from .reconstruct import CheckpointError, _user_path, default_checkpoint, load_checkpoint
+
+    try:
+        params = load_params(_user_path(args.params), _overrides(args.set))
+        path = _user_path(args.checkpoint) if args.checkpoint else default_checkpoint(params)
+        report = export_onnx(load_checkpoint(path), args.onnx)
+    except (CheckpointError, OnnxUnavailable, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(f"{path} -> {report['path']} (opset {report['opset']}, input images (N, 3, {report['image_size']}, "
+          f"{report['image_size']}), output params (N, {report['outputs']}); onnxruntime vs PyTorch max |diff| "
+          f"{report['max_abs_diff']:.2g})")
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__ + """
+
+The graph takes `images` (N, 3, S, S) float32 sRGB in [0, 1] at the network's crop size S and returns `params`
+(N, P) in the parameter layout's order; N is dynamic; the model.pt's info is stored as metadata `ifn` (JSON).
+`ifn reconstruct --checkpoint net.onnx ...` then runs it with onnxruntime.""",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write (atomically)")
+    p.add_argument("--checkpoint", metavar="PATH", help="model.pt (default: as for `ifn reconstruct`)")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key (value parsed as YAML)")
+    p.set_defaults(func=cmd_export)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ifn", description="InverseFaceNet re-created (see README.md)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -452,6 +491,7 @@ def main(argv=None) -> int:
     add_reconstruct_parser(sub)
     add_relight_parser(sub)
     add_edit_parser(sub)
+    add_export_parser(sub)
     args = parser.parse_args(argv)
     from .config import ParamsError
     from .paths import DataMissingError

@@ -209,14 +209,17 @@ def _user_path(path) -> Path:
 
 
 def default_checkpoint(params) -> Path:
-    """The pipeline's final network (params.final_network(), the last breeding round), else the trained network
-    of train.loss (train.out_dir/<loss>/model.pt). Raises CheckpointMissingError if neither exists."""
-    candidates = [resolve(params.final_network()), resolve(params.train.out_dir) / params.train.loss / "model.pt"]
+    """The pipeline's best network on real photos: the one fine-tuned on real photos (finetune.out_dir/model.pt,
+    stage finetune_real; it needs no detector at test time), else the final detector-free network
+    (params.final_network(), the last breeding round), else the trained network of train.loss
+    (train.out_dir/<loss>/model.pt). Raises CheckpointMissingError if none exists."""
+    candidates = [resolve(params.finetune.out_dir) / "model.pt", resolve(params.final_network()),
+                  resolve(params.train.out_dir) / params.train.loss / "model.pt"]
     for path in candidates:
         if path.exists():
             return path
     raise CheckpointMissingError(
-        f"no trained network: neither {candidates[0]} nor {candidates[1]} exists. Run the pipeline first: "
+        f"no trained network: none of {', '.join(str(c) for c in candidates)} exists. Run the pipeline first: "
         f"`dvc repro` (or `make repro`) from the project root, or give a checkpoint (--checkpoint PATH)")
 
 
@@ -344,7 +347,24 @@ class Reconstructor:
 
         params = load_params(_user_path(params_file), overrides)
         path = _user_path(checkpoint) if checkpoint is not None else default_checkpoint(params)
-        net, info = load_checkpoint(path)
+        if path.suffix.lower() == ".onnx":   # an exported network (ifn export --onnx): onnxruntime inference
+            from .export import OnnxPredictor
+
+            if not path.is_file():
+                raise CheckpointMissingError(f"ONNX file not found: {path} (write one with `ifn export --onnx`)")
+            try:
+                predictor = OnnxPredictor(path, batch_size=batch_size)
+            except Exception as e:
+                if type(e).__name__ == "OnnxUnavailable":
+                    raise
+                raise CheckpointError(f"{path}: not a readable ONNX network ({type(e).__name__}: "
+                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            info = predictor.info
+            if "layout" not in info:
+                raise CheckpointError(f"{path}: no ifn metadata (not written by `ifn export --onnx`)")
+        else:
+            net, info = load_checkpoint(path)
+            predictor = network_predictor(net, batch_size)
         size = params.real.working_size(params.render.image_size)
         if int(info.get("image_size", -1)) != size:
             raise CheckpointError(
@@ -359,7 +379,7 @@ class Reconstructor:
             from . import detect as detection
             if detect or detection.available():
                 detector = detection.FaceDetector(params.detect.min_confidence)
-        return cls(renderer, network_predictor(net, batch_size), roi_scale=params.real.roi_scale,
+        return cls(renderer, predictor, roi_scale=params.real.roi_scale,
                    roi_shift_y=params.real.roi_shift_y, max_side=params.real.max_side,
                    refine_kwargs=params.refine.refine_kwargs(), batch_size=batch_size, checkpoint=str(path),
                    params=params, detector=detector, landmark_fit=LandmarkFitSettings.from_config(params.detect))
@@ -581,7 +601,7 @@ def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None
     boxes         None, or one face box (x0, y0, x1, y1) in the image's (file's) pixels or None per image;
                   images without one go to the face detector (params `detect`; `detect` False: none, then the
                   image is taken to be a face crop)
-    checkpoint    model.pt (default: params.final_network(), else train.out_dir/<train.loss>/model.pt)
+    checkpoint    model.pt or an exported .onnx (onnxruntime) (default: `default_checkpoint`)
     refine_steps  steps of ifn.fit.refine from the network estimate (0: network only; None: detected faces get
                   the detector-guided refinement of params `detect`, the others none)
     reframe       re-framing passes for images without a box and without a detector
