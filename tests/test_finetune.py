@@ -15,24 +15,20 @@ import yaml
 
 pytest.importorskip("pytorch_lightning")
 
-from ifn.config import RenderConfig, load_params  # noqa: E402
+from ifn.config import load_params  # noqa: E402
 from ifn.corpus import Corpus  # noqa: E402
 from ifn.fit import posed_subset  # noqa: E402
 from ifn.synth import build_renderer, face_weights, synthesize  # noqa: E402
+from test_train import OVERRIDES as TRAIN_OVERRIDES  # noqa: E402  (tests/ is on sys.path, as for test_cli_edit)
 
 ROOT = Path(__file__).resolve().parents[1]
+# test_train's tiny problem, without the photo backgrounds (not what is tested here), a smaller corpus and
+# small real batches.
 OVERRIDES = {
-    "face_model.n_shape": 8, "face_model.n_expression": 53, "reflectance.n_components": 8,
-    "render.image_size": 32,
-    "synthesize.n_train": 96, "synthesize.n_val": 32, "synthesize.n_test": 8, "synthesize.shard_size": 64,
-    "synthesize.render_batch": 64,
-    "train.net.input_size": 32, "train.net.widths": [8, 16, 32, 32], "train.net.stem_width": 8,
-    "train.batch_size": 16, "train.precision": "32", "train.lr": 0.003,
-    "train.augment.photo_background_prob": 0.0,
+    **{k: v for k, v in TRAIN_OVERRIDES.items() if not k.startswith("train.augment.")},
+    "synthesize.n_train": 96, "train.augment.photo_background_prob": 0.0,
     "finetune.real_batch_size": 8, "finetune.w_landmark": 1000.0,
 }
-if "compile" in {f.name for f in dataclasses.fields(RenderConfig)}:
-    OVERRIDES["render.compile"] = False
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

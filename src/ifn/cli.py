@@ -85,6 +85,7 @@ def _box_table(args) -> dict:
 
 def _reconstructor(args):
     """Reconstructor.from_params with the command's --checkpoint, --reflectance and -S overrides."""
+    from .export import OnnxUnavailable
     from .reconstruct import CheckpointError, Reconstructor
 
     try:
@@ -93,12 +94,8 @@ def _reconstructor(args):
         overrides = {"render.compile": False, **_overrides(args.set)}
         return Reconstructor.from_params(args.params, args.checkpoint, overrides, args.reflectance,
                                          detect=False if args.no_detect else None)
-    except CheckpointError as err:
+    except (CheckpointError, OnnxUnavailable) as err:   # OnnxUnavailable: an .onnx checkpoint without onnxruntime
         raise CliError(str(err)) from None
-    except RuntimeError as err:
-        if type(err).__name__ == "OnnxUnavailable":   # an .onnx checkpoint without onnxruntime
-            raise CliError(str(err)) from None
-        raise
 
 
 def _out_dir(args):

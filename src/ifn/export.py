@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ def export_onnx(checkpoint, path, *, check: bool = True, n_check: int = 4, seed:
     (and a batch of 1, to exercise the dynamic batch axis); a larger max |difference| than `atol` raises
     ValueError. Returns {"path", "image_size", "outputs", "max_abs_diff", "opset"}."""
     from .atomic import atomic_path
+    from .learn.module import plain
 
     _require("onnx", "onnxscript")
     if isinstance(checkpoint, (str, Path)):
@@ -71,7 +72,7 @@ def export_onnx(checkpoint, path, *, check: bool = True, n_check: int = 4, seed:
         import onnx
 
         entry = model.metadata_props.add()
-        entry.key, entry.value = "ifn", json.dumps(_plain(info), sort_keys=True)
+        entry.key, entry.value = "ifn", json.dumps(plain(info), sort_keys=True)
         onnx.save_model(model, str(tmp))
     out = {"path": str(path), "image_size": size, "outputs": int(net.head.out_features), "opset": OPSET}
     if check:
@@ -88,14 +89,6 @@ def export_onnx(checkpoint, path, *, check: bool = True, n_check: int = 4, seed:
         if not out["max_abs_diff"] <= atol:
             raise ValueError(f"{path}: onnxruntime and PyTorch differ by {out['max_abs_diff']:.3g} (> {atol})")
     return out
-
-
-def _plain(obj):
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 class OnnxPredictor:

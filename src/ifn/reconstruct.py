@@ -348,15 +348,15 @@ class Reconstructor:
         params = load_params(_user_path(params_file), overrides)
         path = _user_path(checkpoint) if checkpoint is not None else default_checkpoint(params)
         if path.suffix.lower() == ".onnx":   # an exported network (ifn export --onnx): onnxruntime inference
-            from .export import OnnxPredictor
+            from .export import OnnxPredictor, OnnxUnavailable
 
             if not path.is_file():
                 raise CheckpointMissingError(f"ONNX file not found: {path} (write one with `ifn export --onnx`)")
             try:
                 predictor = OnnxPredictor(path, batch_size=batch_size)
+            except OnnxUnavailable:
+                raise
             except Exception as e:
-                if type(e).__name__ == "OnnxUnavailable":
-                    raise
                 raise CheckpointError(f"{path}: not a readable ONNX network ({type(e).__name__}: "
                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
             info = predictor.info
