@@ -2,8 +2,9 @@
 
     python bench/render_bench.py [--json] [--batch 64] [--sizes 128 224] [--repeats 3] [--threads 2]
 
-Each row is measured eagerly and with `render.compile` (torch.compile of the visibility pass; the
-compilation itself is excluded by a warm-up call). `raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
+Each row is measured for the tensor path (`render.backend torch`) eagerly and with `render.compile`
+(torch.compile of its visibility pass) and for the compiled CPU kernels (`render.backend numba`, what `auto`
+picks on a CPU; ifn.render.numba_kernels); compilation is excluded by a warm-up call. `raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
 of already posed meshes); `render` times the whole image formation from a parameter vector (geometry,
 pose, normals, SH shading, rasterization, compositing). Poses vary over the batch (yaw -75..75 deg).
 Numbers are printed, never asserted: they depend on the machine.
@@ -36,14 +37,15 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def make_renderer(region: str, size: int, params, compile_: bool) -> tuple[Renderer, torch.Tensor]:
+def make_renderer(region: str, size: int, params, compile_: bool, backend: str = "auto"
+                  ) -> tuple[Renderer, torch.Tensor]:
     cfg = params.face_model
     fm = load_ict(FaceModelConfig(path=cfg.path, region=region, n_shape=cfg.n_shape,
                                   n_expression=cfg.n_expression))
     n = fm.n_vertices
     refl = ReflectanceModel(torch.full((n, 3), 0.6), torch.zeros(1, n, 3), torch.ones(1))
     layout = ParamLayout(cfg.n_shape, cfg.n_expression, 1)
-    settings = RenderSettings.from_config(params.render, image_size=size, compile=compile_)
+    settings = RenderSettings.from_config(params.render, image_size=size, compile=compile_, backend=backend)
     renderer = Renderer(fm, refl, layout, settings)
     return renderer, layout
 
@@ -59,8 +61,15 @@ def batch_params(layout: ParamLayout, batch: int) -> torch.Tensor:
     return layout.join(groups)
 
 
-def measure(mesh, region, size, compile_, params, args) -> dict:
-    renderer, layout = make_renderer(region, size, params, compile_)
+BACKENDS = (("torch", False), ("torch", True), ("numba", False))  # (render.backend, render.compile)
+
+
+def label(backend: str, compile_: bool) -> str:
+    return "torch+compile" if compile_ else backend
+
+
+def measure(mesh, region, size, backend, compile_, params, args) -> dict:
+    renderer, layout = make_renderer(region, size, params, compile_, backend)
     p = batch_params(layout, args.batch)
     with torch.no_grad():
         out = renderer(p)
@@ -68,11 +77,20 @@ def measure(mesh, region, size, compile_, params, args) -> dict:
         raster_s = best_of(lambda: render_mesh(out.vertices, renderer.face_model.triangles, colors,
                                                renderer.camera, renderer.settings.raster), args.repeats)
         render_s = best_of(lambda: renderer(p), args.repeats)
+    target = out.image.detach() * 0.9 + 0.05
+
+    def forward_backward():   # what refinement and real-photo training pay per step
+        q = p.clone().requires_grad_()
+        ((renderer(q, background=0.5).image - target) ** 2).mean().backward()
+
+    train_s = best_of(forward_backward, args.repeats)
     return {"mesh": mesh, "region": region, "vertices": renderer.face_model.n_vertices,
             "triangles": int(renderer.face_model.triangles.shape[0]), "resolution": size,
-            "batch": args.batch, "threads": args.threads, "compile": compile_,
+            "batch": args.batch, "threads": args.threads, "backend": backend, "compile": compile_,
             "images_per_s": round(args.batch / raster_s, 1),
-            "render_images_per_s": round(args.batch / render_s, 1)}
+            "render_images_per_s": round(args.batch / render_s, 1),
+            "forward_backward_images_per_s": round(args.batch / train_s, 1),
+            "backward_ms_per_image": round(1000 * max(train_s - render_s, 0.0) / args.batch, 3)}
 
 
 def main(argv=None) -> int:
@@ -88,25 +106,31 @@ def main(argv=None) -> int:
     params = load_params(args.params)
     meshes = {"default": params.face_model.region, "face": "face"}
     rows = []
-    for compile_ in (False, True):
+    for backend, compile_ in BACKENDS:
         for mesh, region in meshes.items():
             for size in args.sizes:
-                rows.append(measure(mesh, region, size, compile_, params, args))
+                rows.append(measure(mesh, region, size, backend, compile_, params, args))
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"renderer throughput, batch {args.batch}, {args.threads} threads, best of {args.repeats} "
-          f"(images/s; raster = rasterize + interpolate, render = parameters -> image)")
-    by = {(r["mesh"], r["resolution"], r["compile"]): r for r in rows}
-    print(f"{'mesh':8s} {'region':6s} {'verts':>6s} {'tris':>6s} {'size':>5s} | {'raster eager':>12s} "
-          f"{'compiled':>9s} {'ratio':>6s} | {'render eager':>12s} {'compiled':>9s} {'ratio':>6s}")
-    for mesh, region in meshes.items():
-        for size in args.sizes:
-            e, c = by[(mesh, size, False)], by[(mesh, size, True)]
-            print(f"{mesh:8s} {region:6s} {e['vertices']:6d} {e['triangles']:6d} {size:5d} | "
-                  f"{e['images_per_s']:12.1f} {c['images_per_s']:9.1f} {c['images_per_s'] / e['images_per_s']:5.2f}x | "
-                  f"{e['render_images_per_s']:12.1f} {c['render_images_per_s']:9.1f} "
-                  f"{c['render_images_per_s'] / e['render_images_per_s']:5.2f}x")
+    print(f"renderer throughput, batch {args.batch}, {args.threads} threads, best of {args.repeats} (images/s; "
+          f"raster = rasterize + interpolate, render = parameters -> image, fwd+bwd = render + backward of an "
+          f"image loss; backward = ms/image of the backward alone); ratios: numba / torch+compile")
+    by = {(r["mesh"], r["resolution"], label(r["backend"], r["compile"])): r for r in rows}
+    names = [label(b, c) for b, c in BACKENDS]
+    for metric, title in (("images_per_s", "raster"), ("render_images_per_s", "render"),
+                          ("forward_backward_images_per_s", "fwd+bwd"), ("backward_ms_per_image", "backward ms")):
+        print(f"\n{title}")
+        print(f"{'mesh':8s} {'region':6s} {'verts':>6s} {'tris':>6s} {'size':>5s} | "
+              + " ".join(f"{n:>13s}" for n in names) + " |  ratio")
+        for mesh, region in meshes.items():
+            for size in args.sizes:
+                cells = [by[(mesh, size, n)] for n in names]
+                ratio = cells[-1][metric] / max(cells[1][metric], 1e-9)
+                if metric == "backward_ms_per_image":
+                    ratio = 1 / max(ratio, 1e-9)
+                print(f"{mesh:8s} {region:6s} {cells[0]['vertices']:6d} {cells[0]['triangles']:6d} {size:5d} | "
+                      + " ".join(f"{c[metric]:13.2f}" for c in cells) + f" | {ratio:5.2f}x")
     return 0
 
 

@@ -140,10 +140,12 @@ def random_scene(seed, n_tri=8, size=16):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("cull", [True, False])
-def test_rasterizer_matches_brute_force(seed, cull):
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_rasterizer_matches_brute_force(seed, cull, backend):
     size = 16
     xy, depth, tri = random_scene(seed, size=size)
-    frags = rasterize(xy[None], depth[None], tri, RasterSettings(size, cull_backfaces=cull, near=0.1))
+    frags = rasterize(xy[None], depth[None], tri, RasterSettings(size, cull_backfaces=cull, near=0.1,
+                                                                 backend=backend))
     face, bary, zbuf, amb = reference_rasterize(xy.numpy(), depth.numpy(), tri.numpy(), size, cull)
     got = frags.pix_to_face[0].numpy()
     clear = ~amb
@@ -291,7 +293,7 @@ def test_compiled_visibility_pass_equals_eager():
     xy = torch.stack([s[0] for s in scenes]).float()
     depth = torch.stack([s[1] for s in scenes]).float()
     tri = scenes[0][2]
-    eager = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False))
-    compiled = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False, compile=True))
+    eager = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False, backend="torch"))
+    compiled = rasterize(xy, depth, tri, RasterSettings(24, cull_backfaces=False, compile=True, backend="torch"))
     assert torch.equal(eager.pix_to_face, compiled.pix_to_face)
     assert torch.equal(eager.bary, compiled.bary)

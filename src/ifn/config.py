@@ -135,6 +135,7 @@ class RenderConfig(Section):
     cull_backfaces: bool = param(True, **_choice(True, False))
     clamp_albedo: bool = param(True, **_choice(True, False))
     compile: bool = param(True, **_choice(True, False))
+    backend: str = param("auto", **_choice("auto", "numba", "torch"))
 
 
 @dataclass(frozen=True)

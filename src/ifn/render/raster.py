@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 _NO_HIT = torch.iinfo(torch.int64).max
+BACKENDS = ("auto", "numba", "torch")
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,22 @@ class RasterSettings:
     cull_backfaces  drop triangles whose screen projection is clockwise (seen from behind); triangles are
                     counter-clockwise seen from outside
     near            triangles with a corner closer than this (cm, camera depth) are dropped
-    compile         run the visibility pass through torch.compile (2-3x faster on CPU; the first call in a
-                    process compiles for ~30-50 s, later processes reuse inductor's on-disk cache)
+    compile         run the tensor path's visibility pass through torch.compile (the first call in a process
+                    compiles for ~30-50 s, later processes reuse inductor's on-disk cache)
+    backend         visibility pass: "auto" (the compiled loop of ifn.render.numba_kernels for CPU tensors
+                    when numba imports, else the tensor path), "numba" (always that loop; CPU only) or
+                    "torch" (the tensor path below, any device). Both give the same triangle ids.
     """
 
     image_size: int = 128
     cull_backfaces: bool = True
     near: float = 1.0
     compile: bool = False
+    backend: str = "auto"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"raster backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 @dataclass
@@ -48,6 +57,10 @@ class Fragments:
     face         (N,) int64 triangle id at each covered pixel
     bary         (N, 3) perspective-correct barycentric coordinates (differentiable)
     depth        (N,) camera depth in cm at each covered pixel (differentiable)
+    triangles    (F, 3) int64 the mesh's triangles
+    corner       (N, 3) int64 flat vertex ids b * V + v of each covered pixel's triangle corners
+    starts       (B + 1,) int64 numpy offsets of each image's pixels in `pixel` where the compiled kernels
+                 interpolate (ifn.render.numba_kernels), None for the tensor path
     """
 
     pix_to_face: torch.Tensor
@@ -56,6 +69,8 @@ class Fragments:
     bary: torch.Tensor
     depth: torch.Tensor
     triangles: torch.Tensor
+    corner: torch.Tensor
+    starts: object = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -81,10 +96,13 @@ class Fragments:
     def interpolate(self, attributes: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
         """(B, V, C) per-vertex attributes -> (B, H, W, C) perspective-correct per-pixel values."""
         b, v, c = attributes.shape
-        corner = self.triangles[self.face]  # (N, 3)
         flat = attributes.reshape(b * v, c)
-        ids = corner + (self.batch_index * v)[:, None]
-        values = (flat[ids] * self.bary[..., None]).sum(1)
+        if self.starts is not None and flat.device.type == "cpu":
+            from .numba_kernels import interpolate
+
+            return self.scatter(interpolate(flat, self.corner, self.bary, self.starts), background)
+        values = sum(flat.index_select(0, self.corner[:, i]) * self.bary[:, i:i + 1].to(flat.dtype)
+                     for i in range(3))
         return self.scatter(values, background)
 
     def depth_image(self, background: float = 0.0) -> torch.Tensor:
@@ -95,8 +113,7 @@ class Fragments:
         """(B, V) bool: vertices that are a corner of a triangle seen at some pixel."""
         b = self.pix_to_face.shape[0]
         seen = torch.zeros(b * n_vertices, dtype=torch.bool, device=self.face.device)
-        ids = self.triangles[self.face] + (self.batch_index * n_vertices)[:, None]
-        seen[ids.reshape(-1)] = True
+        seen[self.corner.reshape(-1)] = True
         return seen.reshape(b, n_vertices)
 
 
@@ -239,6 +256,18 @@ def _compiled_nearest_triangle():
     return _COMPILED
 
 
+def uses_numba(backend: str, device: torch.device) -> bool:
+    """Whether render backend `backend` runs the compiled kernels of ifn.render.numba_kernels for tensors on
+    `device` (else the tensor path)."""
+    from . import numba_kernels
+
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"render backend numba runs on the CPU only (tensors on {device}): use auto or torch")
+        return True
+    return backend == "auto" and device.type == "cpu" and numba_kernels.available()
+
+
 def rasterize(xy: torch.Tensor, depth: torch.Tensor, triangles: torch.Tensor,
               settings: RasterSettings) -> Fragments:
     """Rasterize a batch of meshes sharing one triangle list.
@@ -250,26 +279,36 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, triangles: torch.Tensor,
     b, v, _ = xy.shape
     size = settings.image_size
     triangles = triangles.to(device=xy.device, dtype=torch.int64)
-    visibility = _compiled_nearest_triangle() if settings.compile else _nearest_triangle
-    nearest = visibility(xy.detach(), depth.detach(), triangles, settings)
+    fast = uses_numba(settings.backend, xy.device)
+    if fast:
+        from . import numba_kernels
+
+        nearest = numba_kernels.nearest_triangle(xy, depth, triangles, settings)
+    else:
+        visibility = _compiled_nearest_triangle() if settings.compile else _nearest_triangle
+        nearest = visibility(xy.detach(), depth.detach(), triangles, settings)
     pixel = (nearest.reshape(-1) >= 0).nonzero().squeeze(1)
     face = nearest.reshape(-1)[pixel]
     batch = torch.div(pixel, size * size, rounding_mode="floor")
     rem = pixel - batch * size * size
     py = torch.div(rem, size, rounding_mode="floor").to(xy.dtype) + 0.5
     px = (rem % size).to(xy.dtype) + 0.5
-    # Differentiable barycentrics at the pixel centres.
-    corner = triangles[face] + (batch * v)[:, None]  # (N, 3)
-    cxy = xy.reshape(b * v, 2)[corner]  # (N, 3, 2)
-    cz = depth.reshape(b * v)[corner]  # (N, 3)
-    x0, x1, x2 = cxy[..., 0].unbind(-1)
-    y0, y1, y2 = cxy[..., 1].unbind(-1)
+    corner = triangles.index_select(0, face) + (batch * v)[:, None]  # (N, 3) flat vertex ids
+    if fast:
+        starts = numba_kernels.image_starts(batch, b)
+        bary, pixel_depth = numba_kernels.barycentrics(xy.reshape(b * v, 2), depth.reshape(b * v), corner, px, py,
+                                                       starts)
+        return Fragments(nearest.reshape(b, size, size), pixel, face, bary, pixel_depth, triangles, corner, starts)
+    # Differentiable barycentrics at the pixel centres (1-D index_select gathers: the cheapest on CPU, and
+    # their backward is one index_add each).
+    xs, ys, zs = xy[..., 0].reshape(-1), xy[..., 1].reshape(-1), depth.reshape(-1)
+    x0, x1, x2 = (xs.index_select(0, corner[:, i]) for i in range(3))
+    y0, y1, y2 = (ys.index_select(0, corner[:, i]) for i in range(3))
     area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area2
     w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area2
     w2 = 1.0 - w0 - w1
-    screen = torch.stack([w0, w1, w2], -1)
-    persp = screen / cz
-    inv_depth = persp.sum(-1)
-    bary = persp / inv_depth[:, None]
-    return Fragments(nearest.reshape(b, size, size), pixel, face, bary, 1.0 / inv_depth, triangles)
+    p0, p1, p2 = (w / zs.index_select(0, corner[:, i]) for i, w in enumerate((w0, w1, w2)))
+    inv_depth = p0 + p1 + p2
+    bary = torch.stack([p0, p1, p2], -1) / inv_depth[:, None]
+    return Fragments(nearest.reshape(b, size, size), pixel, face, bary, 1.0 / inv_depth, triangles, corner)

@@ -17,7 +17,8 @@ from ..model.facemodel import FaceModel
 from ..model.layout import ParamLayout
 from ..model.reflectance import ReflectanceModel
 from .camera import Camera
-from .raster import Fragments, RasterSettings, rasterize
+from . import numba_kernels
+from .raster import Fragments, RasterSettings, rasterize, uses_numba
 from .shading import sh_shading, vertex_normals
 
 
@@ -31,7 +32,9 @@ class RenderSettings:
     cull_backfaces  skip triangles facing away from the camera
     clamp_albedo    clamp the linear albedo model's output to [0, 1] before shading
     near            near clipping depth, centimetres
-    compile         torch.compile the rasterizer's visibility pass (see RasterSettings)
+    compile         torch.compile the rasterizer's visibility pass (tensor path; see RasterSettings)
+    backend         auto | numba | torch: the compiled CPU kernels of ifn.render.numba_kernels (visibility,
+                    barycentrics, interpolation, vertex normals) or the tensor path (see RasterSettings)
     """
 
     image_size: int = 128
@@ -41,11 +44,13 @@ class RenderSettings:
     clamp_albedo: bool = True
     near: float = 1.0
     compile: bool = False
+    backend: str = "auto"
 
     @classmethod
     def from_config(cls, config: RenderConfig, **overrides) -> "RenderSettings":
         return cls(**{**{k: getattr(config, k) for k in (
-            "image_size", "fov_deg", "distance_cm", "cull_backfaces", "clamp_albedo", "compile")}, **overrides})
+            "image_size", "fov_deg", "distance_cm", "cull_backfaces", "clamp_albedo", "compile", "backend")},
+                      **overrides})
 
     @property
     def camera(self) -> Camera:
@@ -53,7 +58,7 @@ class RenderSettings:
 
     @property
     def raster(self) -> RasterSettings:
-        return RasterSettings(self.image_size, self.cull_backfaces, self.near, self.compile)
+        return RasterSettings(self.image_size, self.cull_backfaces, self.near, self.compile, self.backend)
 
 
 @dataclass
@@ -162,7 +167,11 @@ class Renderer:
         linear RGB replaces the reflectance model's (e.g. with hair painted on: ifn.synth.paint_hair)."""
         g = self.groups(params)
         verts = self.posed(g)
-        normals = vertex_normals(verts, self.face_model.triangles.to(verts.device))
+        triangles = self.face_model.triangles.to(verts.device)
+        if uses_numba(self.settings.backend, verts.device):
+            normals = numba_kernels.vertex_normals(verts, triangles)
+        else:
+            normals = vertex_normals(verts, triangles)
         albedo = self.albedo(g) if albedo is None else albedo
         shading = sh_shading(normals, g["illumination"])
         out = render_mesh(verts, self.face_model.triangles, albedo * shading, self.camera,

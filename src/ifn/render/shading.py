@@ -42,8 +42,21 @@ def shading_basis(normals: torch.Tensor) -> torch.Tensor:
 
 
 def sh_shading(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """(B, V, 3) unit normals, (B, 9, 3) SH coefficients -> (B, V, 3) shading (irradiance / pi) per channel."""
-    return shading_basis(normals) @ gamma
+    """(B, V, 3) unit normals, (B, 9, 3) SH coefficients -> (B, V, 3) shading (irradiance / pi) per channel.
+
+    The basis is built as (B, 9, V) (each function a contiguous row; = shading_basis transposed), which is
+    2x cheaper on CPU than stacking along a last axis of 9."""
+    x, y, z = normals.unbind(-1)
+    k = [a / math.pi for a in SH_CONVOLUTION]
+    c0, c1 = 0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi))
+    c2, c20, c22 = 0.5 * math.sqrt(15 / math.pi), 0.25 * math.sqrt(5 / math.pi), 0.25 * math.sqrt(15 / math.pi)
+    basis = torch.stack([
+        torch.full_like(x, c0 * k[0]),
+        (c1 * k[1]) * y, (c1 * k[2]) * z, (c1 * k[3]) * x,
+        (c2 * k[4]) * x * y, (c2 * k[5]) * y * z, (c20 * k[6]) * (3 * z * z - 1), (c2 * k[7]) * x * z,
+        (c22 * k[8]) * (x * x - y * y),
+    ], 1)
+    return (gamma.transpose(1, 2) @ basis).transpose(1, 2)
 
 
 def incidence_matrix(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
@@ -69,12 +82,17 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, incidence: t
     f = triangles.shape[0]
     if incidence is None:
         incidence = incidence_matrix(triangles, v)
-    rows = vertices.permute(1, 0, 2).reshape(v, b * 3)
-    corners = rows.index_select(0, triangles.reshape(-1)).reshape(f, 3, b, 3)
-    v0, v1, v2 = corners.unbind(1)
-    face_n = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)  # length = 2 x area: area weighting for free
-    summed = (incidence.to(face_n.dtype) @ face_n.reshape(f, b * 3)).reshape(v, b, 3).permute(1, 0, 2)
-    return summed / summed.norm(dim=-1, keepdim=True).clamp_min(eps)
+    # Coordinate-major rows (V, 3 * B): every coordinate of every corner is a contiguous (B,) slab, so the
+    # cross product and the normalisation are plain elementwise ops (torch.linalg.cross and norm over a
+    # strided axis cost 5-40x more on CPU).
+    rows = vertices.permute(1, 2, 0).reshape(v, 3 * b)
+    corners = rows.index_select(0, triangles.reshape(-1)).reshape(f, 3, 3, b)
+    (ax, ay, az), (bx, by, bz) = (corners[:, 1] - corners[:, 0]).unbind(1), (corners[:, 2] - corners[:, 0]).unbind(1)
+    face_n = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1)  # |n| = 2 x area
+    summed = (incidence.to(face_n.dtype) @ face_n.reshape(f, 3 * b)).reshape(v, 3, b)
+    x, y, z = summed.unbind(1)
+    unit = summed * torch.rsqrt((x * x + y * y + z * z).clamp_min(eps * eps))[:, None]
+    return unit.permute(2, 0, 1)
 
 
 def directional_light_sh(direction: torch.Tensor, intensity: float | torch.Tensor = 1.0) -> torch.Tensor:
