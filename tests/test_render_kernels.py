@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ifn.render import numba_kernels
+from ifn.render import numba_kernels, numba_shading
 from ifn.render.raster import RasterSettings, rasterize
 from ifn.render.renderer import RenderSettings
 from ifn.render.shading import AMBIENT_WHITE, vertex_normals
@@ -75,9 +75,9 @@ def small_mesh(seed=0, b=2):
 
 def test_vertex_normals_gradcheck_and_tensor_path():
     v, tri = small_mesh()
-    assert torch.allclose(numba_kernels.vertex_normals(v, tri), vertex_normals(v, tri), atol=1e-12)
+    assert torch.allclose(numba_shading.vertex_normals(v, tri), vertex_normals(v, tri), atol=1e-12)
     v.requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: numba_kernels.vertex_normals(x, tri), (v,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: numba_shading.vertex_normals(x, tri), (v,), eps=1e-6, atol=1e-6)
 
 
 def covered_pixels(size=12, seed=0):
@@ -148,3 +148,15 @@ def test_backend_choices():
         from ifn.render.raster import uses_numba
 
         uses_numba("numba", torch.device("meta"))
+
+
+def test_sh_shading_gradcheck_and_tensor_path():
+    from ifn.render.shading import sh_shading
+
+    v, tri = small_mesh(seed=2)
+    normals = vertex_normals(v, tri)
+    gamma = torch.randn(2, 9, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    assert torch.allclose(numba_shading.sh_shading(normals, gamma), sh_shading(normals, gamma), atol=1e-12)
+    n = normals.clone().requires_grad_()
+    g = gamma.clone().requires_grad_()
+    assert torch.autograd.gradcheck(numba_shading.sh_shading, (n, g), eps=1e-6, atol=1e-7)

@@ -227,13 +227,9 @@ def silhouette_edge_term(renderer: Renderer, out, render: torch.Tensor, images: 
     mask. The coefficients are detached; the returned sum is 0 in value and carries only that gradient (OpenDR-
     style image-space boundary derivatives).
     """
-    b, h, w = mask.shape
-    frags = out.fragments
     xy, _ = renderer.camera.project(out.vertices)                      # (B, V, 2) differentiable
-    v = xy.shape[1]
-    corner = frags.triangles[frags.face] + (frags.batch_index * v)[:, None]
-    u = (xy.reshape(b * v, 2)[corner] * frags.bary.detach()[..., None]).sum(1)  # material point's screen motion
-    motion = frags.scatter(u - u.detach())                             # (B, H, W, 2), value 0
+    u = out.fragments.interpolate(xy, bary_grad=False)                  # material point's screen motion
+    motion = u - u.detach()                                             # (B, H, W, 2), value 0
     with torch.no_grad():
         m = mask[:, None]
         outside = _box3(1 - m)                                          # uncovered neighbours

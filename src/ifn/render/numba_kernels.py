@@ -9,7 +9,7 @@
 2. `barycentrics`: perspective-correct barycentrics and depth of the covered pixel centres from the screen
    positions and depths of their triangle's corners (differentiable: torch.autograd.Function).
 3. `interpolate`: per-vertex attributes -> per-pixel values with those barycentrics (differentiable).
-4. `vertex_normals`: area-weighted unit vertex normals (differentiable).
+(Vertex normals and SH shading: ifn.render.numba_shading.)
 
 Images run in parallel threads (numba `prange`). A backward pass accumulates into the rows of one image's
 own vertices per thread: no races, no atomics. Kernels compile per dtype (float32 in the pipeline, float64
@@ -185,64 +185,6 @@ if numba is not None:
                         acc += g_out[n, k] * attr[v, k]
                     g_bary[n, i] = acc
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _normals_forward(verts, triangles, unit, length):  # pragma: no cover - compiled
-        """verts (B, V, 3), triangles (F, 3) -> unit (B, V, 3) normals, length (B, V) of the summed normal."""
-        for img in numba.prange(verts.shape[0]):
-            acc = np.zeros((verts.shape[1], 3), dtype=verts.dtype)
-            for f in range(triangles.shape[0]):
-                i0, i1, i2 = triangles[f, 0], triangles[f, 1], triangles[f, 2]
-                ax, ay, az = (verts[img, i1, 0] - verts[img, i0, 0], verts[img, i1, 1] - verts[img, i0, 1],
-                              verts[img, i1, 2] - verts[img, i0, 2])
-                bx, by, bz = (verts[img, i2, 0] - verts[img, i0, 0], verts[img, i2, 1] - verts[img, i0, 1],
-                              verts[img, i2, 2] - verts[img, i0, 2])
-                nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
-                for i in (i0, i1, i2):
-                    acc[i, 0] += nx
-                    acc[i, 1] += ny
-                    acc[i, 2] += nz
-            for v in range(verts.shape[1]):
-                norm = np.sqrt(acc[v, 0] ** 2 + acc[v, 1] ** 2 + acc[v, 2] ** 2)
-                length[img, v] = norm
-                for k in range(3):
-                    unit[img, v, k] = acc[v, k] / norm if norm > 0 else 0.0
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _normals_backward(verts, triangles, unit, length, eps, g_unit, g_verts):  # pragma: no cover - compiled
-        for img in numba.prange(verts.shape[0]):
-            g_sum = np.zeros((verts.shape[1], 3), dtype=verts.dtype)
-            for v in range(verts.shape[1]):  # u = s / max(|s|, eps)
-                norm = length[img, v]
-                if norm > eps:
-                    d = unit[img, v, 0] * g_unit[img, v, 0] + unit[img, v, 1] * g_unit[img, v, 1] + \
-                        unit[img, v, 2] * g_unit[img, v, 2]
-                    for k in range(3):
-                        g_sum[v, k] = (g_unit[img, v, k] - unit[img, v, k] * d) / norm
-                else:
-                    for k in range(3):
-                        g_sum[v, k] = g_unit[img, v, k] / eps
-            for f in range(triangles.shape[0]):
-                i0, i1, i2 = triangles[f, 0], triangles[f, 1], triangles[f, 2]
-                gx = g_sum[i0, 0] + g_sum[i1, 0] + g_sum[i2, 0]
-                gy = g_sum[i0, 1] + g_sum[i1, 1] + g_sum[i2, 1]
-                gz = g_sum[i0, 2] + g_sum[i1, 2] + g_sum[i2, 2]
-                ax, ay, az = (verts[img, i1, 0] - verts[img, i0, 0], verts[img, i1, 1] - verts[img, i0, 1],
-                              verts[img, i1, 2] - verts[img, i0, 2])
-                bx, by, bz = (verts[img, i2, 0] - verts[img, i0, 0], verts[img, i2, 1] - verts[img, i0, 1],
-                              verts[img, i2, 2] - verts[img, i0, 2])
-                # n = a x b: dL/da = b x g, dL/db = g x a
-                gax, gay, gaz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
-                gbx, gby, gbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
-                g_verts[img, i1, 0] += gax
-                g_verts[img, i1, 1] += gay
-                g_verts[img, i1, 2] += gaz
-                g_verts[img, i2, 0] += gbx
-                g_verts[img, i2, 1] += gby
-                g_verts[img, i2, 2] += gbz
-                g_verts[img, i0, 0] -= gax + gbx
-                g_verts[img, i0, 1] -= gay + gby
-                g_verts[img, i0, 2] -= gaz + gbz
-
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
@@ -309,33 +251,3 @@ def interpolate(attr: torch.Tensor, corner: torch.Tensor, bary: torch.Tensor, st
     """attr (B*V, C), corner (N, 3) flat vertex ids (image-major), bary (N, 3) -> (N, C), differentiable in
     attr and bary."""
     return _Interpolate.apply(attr, corner, bary, starts)
-
-
-class _VertexNormals(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, verts, triangles, eps):
-        unit = torch.empty_like(verts)
-        length = torch.empty(verts.shape[:2], dtype=verts.dtype)
-        _match_threads()
-        _normals_forward(_np(verts), _np(triangles), unit.numpy(), length.numpy())
-        small = length <= eps   # u = s / max(|s|, eps), as the tensor path
-        if bool(small.any()):
-            unit = torch.where(small[..., None], unit * (length / eps)[..., None], unit)
-        ctx.save_for_backward(verts, triangles, unit, length)
-        ctx.eps = eps
-        return unit
-
-    @staticmethod
-    def backward(ctx, g_unit):
-        verts, triangles, unit, length = ctx.saved_tensors
-        g_verts = torch.zeros_like(verts)
-        _match_threads()
-        _normals_backward(_np(verts), _np(triangles), _np(unit), _np(length), float(ctx.eps), _np(g_unit),
-                          g_verts.numpy())
-        return g_verts, None, None
-
-
-def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """(B, V, 3) vertices, (F, 3) counter-clockwise triangles -> (B, V, 3) unit area-weighted normals
-    (= ifn.render.shading.vertex_normals), differentiable in the vertices."""
-    return _VertexNormals.apply(vertices, triangles.to(torch.int64), eps)

@@ -93,15 +93,18 @@ class Fragments:
         out = out.index_put((self.pixel,), values)
         return out.reshape(b, h, w, values.shape[-1])
 
-    def interpolate(self, attributes: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """(B, V, C) per-vertex attributes -> (B, H, W, C) perspective-correct per-pixel values."""
+    def interpolate(self, attributes: torch.Tensor, background: float | torch.Tensor = 0.0,
+                    bary_grad: bool = True) -> torch.Tensor:
+        """(B, V, C) per-vertex attributes -> (B, H, W, C) perspective-correct per-pixel values. `bary_grad`
+        False: gradients flow to the attributes only (the barycentrics taken as constants)."""
         b, v, c = attributes.shape
         flat = attributes.reshape(b * v, c)
+        bary = self.bary if bary_grad else self.bary.detach()
         if self.starts is not None and flat.device.type == "cpu":
             from .numba_kernels import interpolate
 
-            return self.scatter(interpolate(flat, self.corner, self.bary, self.starts), background)
-        values = sum(flat.index_select(0, self.corner[:, i]) * self.bary[:, i:i + 1].to(flat.dtype)
+            return self.scatter(interpolate(flat, self.corner, bary, self.starts), background)
+        values = sum(flat.index_select(0, self.corner[:, i]) * bary[:, i:i + 1].to(flat.dtype)
                      for i in range(3))
         return self.scatter(values, background)
 

@@ -17,7 +17,7 @@ from ..model.facemodel import FaceModel
 from ..model.layout import ParamLayout
 from ..model.reflectance import ReflectanceModel
 from .camera import Camera
-from . import numba_kernels
+from . import numba_shading
 from .raster import Fragments, RasterSettings, rasterize, uses_numba
 from .shading import sh_shading, vertex_normals
 
@@ -168,12 +168,13 @@ class Renderer:
         g = self.groups(params)
         verts = self.posed(g)
         triangles = self.face_model.triangles.to(verts.device)
+        albedo = self.albedo(g) if albedo is None else albedo
         if uses_numba(self.settings.backend, verts.device):
-            normals = numba_kernels.vertex_normals(verts, triangles)
+            normals = numba_shading.vertex_normals(verts, triangles)
+            shading = numba_shading.sh_shading(normals, g["illumination"])
         else:
             normals = vertex_normals(verts, triangles)
-        albedo = self.albedo(g) if albedo is None else albedo
-        shading = sh_shading(normals, g["illumination"])
+            shading = sh_shading(normals, g["illumination"])
         out = render_mesh(verts, self.face_model.triangles, albedo * shading, self.camera,
                           self.settings.raster, background)
         return FaceRender(out.image, out.mask, out.depth, out.fragments, vertices=verts, normals=normals,
