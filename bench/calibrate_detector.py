@@ -205,7 +205,7 @@ def _projected(renderer, params, affines, ids) -> np.ndarray:
 
 
 def calibrate_landmarks(params, detector, radius_cm: float = 3.0) -> None:
-    from ifn.evaluate_real import benchmark_subset
+    from ifn.evaluate_real import reported_indices
     params = load_params(PARAMS_FILE, overrides={"face_model.landmarks": "ict"})  # start from ICT's definition
     yaw_all = load_aflw2000_dev(resolve(params.evaluate_real.benchmark))["yaw_deg"]
     tune = tuning_indices(params, per_bin=400)
@@ -228,7 +228,7 @@ def calibrate_landmarks(params, detector, radius_cm: float = 3.0) -> None:
         "radius_cm": radius_cm, "source_vertices": source.tolist()})
     print(f"wrote {LANDMARKS_PATH}; moved {int((chosen != ict).sum())} of 68 landmarks, by "
           f"{np.linalg.norm(mean[chosen] - mean[ict], axis=1).mean():.2f} cm on average")
-    reported = benchmark_subset(yaw_all, params.evaluate_real.benchmark_images)
+    reported = reported_indices(yaw_all, params.evaluate_real.benchmark_images, params.evaluate_real.tuning_every)
     rep = fitted_dev(params, detector, reported)
     for name, (ren, prm, aff, g, y) in (("tuning", (renderer, fit, affines, gt, yaw)),
                                          ("reported", rep[1:])):

@@ -204,3 +204,20 @@ def test_benchmark_subset_splits_over_yaw_bins():
     assert len(idx) == 9 and np.bincount(np.digitize(np.abs(yaw[idx]), [30, 60]), minlength=3)[2] == 2
     assert benchmark_subset(yaw, 0).tolist() == list(range(len(yaw)))
     assert math.isclose(len(benchmark_subset(yaw, 100)), len(yaw))
+
+
+def test_tuning_images_are_never_reported():
+    from ifn.evaluate_real import reported_indices, tuning_indices
+
+    rng = np.random.default_rng(0)
+    yaw = rng.uniform(-90, 90, 400)
+    bins = np.digitize(np.abs(yaw), [30, 60])
+    tune = tuning_indices(yaw, 4)
+    for b in range(3):   # every 4th image of each bin, in file order
+        members = np.flatnonzero(bins == b)
+        assert tune[bins[tune] == b].tolist() == members[3::4].tolist()
+    for n in (0, 30, 1000):
+        rep = reported_indices(yaw, n, 4)
+        assert not set(rep.tolist()) & set(tune.tolist())
+        assert len(rep) == (400 - len(tune) if n in (0, 1000) else n)
+    assert len(reported_indices(yaw, 0, 0)) == 400 and len(tuning_indices(yaw, 0)) == 0

@@ -452,7 +452,8 @@ class EvaluateRealConfig(Section):
 
     SECTION = "evaluate_real"
     photos: int = param(96, **_num(0, 1_000_000, integer=True))
-    benchmark_images: int = param(120, **_num(0, 1_000_000, integer=True))
+    benchmark_images: int = param(0, **_num(0, 1_000_000, integer=True))
+    tuning_every: int = param(4, **_num(0, 1_000_000, integer=True))
     benchmark: str = param("data/benchmark/aflw2000_dev")
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
     batch_size: int = param(64, **_num(1, 4096, integer=True))

@@ -23,8 +23,10 @@ Images (the same for every variant):
                       Metric: photometric_mae = mean absolute sRGB error over the pixels where the estimate's
                       face part is visible (ifn.evaluate.photo_errors), coverage = the fraction of the crop
                       those pixels cover; also per source.
-  AFLW2000-3D dev     `evaluate_real.benchmark_images` images split evenly over the yaw bins (0: all), cropped
-                      from roi_box (real.roi_scale / roi_shift_y). Metric: 68-point NME, 3DDFA protocol
+  AFLW2000-3D dev     the dev images that are not tuning images (`tuning_indices`: every
+                      `evaluate_real.tuning_every`-th image of each yaw bin, kept for the bench scripts and the
+                      calibrations and never reported), all of them (`evaluate_real.benchmark_images` 0) or that
+                      many split evenly over the yaw bins; cropped from roi_box (real.roi_scale / roi_shift_y). Metric: 68-point NME, 3DDFA protocol
                       (ifn.nme): the model's landmark vertices projected with the estimated pose and camera, mapped
                       back to image pixels through the crop.
   seconds_per_image   wall time of estimation (network forward and/or refinement) over both sets / images.
@@ -102,15 +104,36 @@ def benchmark_subset(yaw_deg: np.ndarray, n: int) -> np.ndarray:
     return np.array(sorted(chosen))
 
 
+def tuning_indices(yaw_deg: np.ndarray, every: int) -> np.ndarray:
+    """The tuning images of the benchmark: in each 3DDFA yaw bin (file order), the every-th image (ranks
+    every - 1, 2 every - 1, ...; every = 0: none). With 4 on the 400 dev images: 68 / 19 / 13 per bin, the
+    other 300 (204 / 57 / 39) are the ones stage evaluate_real reports."""
+    from .nme import yaw_bins
+
+    if every <= 0:
+        return np.zeros(0, dtype=np.int64)
+    bins = yaw_bins(yaw_deg)
+    out = [np.flatnonzero(bins == b)[every - 1::every] for b in range(3)]
+    return np.sort(np.concatenate(out)).astype(np.int64)
+
+
+def reported_indices(yaw_deg: np.ndarray, n: int, every: int) -> np.ndarray:
+    """The benchmark images stage evaluate_real reports: the non-tuning images (`tuning_indices`), all of them
+    (n = 0) or `benchmark_subset` of n of them."""
+    free = np.setdiff1d(np.arange(len(yaw_deg)), tuning_indices(yaw_deg, every))
+    return free[benchmark_subset(yaw_deg[free], n)]
+
+
 def benchmark_crops(params: Params, n: int, size: int, log=print, indices: Sequence[int] | None = None
                     ) -> dict[str, Any]:
     """AFLW2000-3D dev images cropped from roi_box: dict crops (N, S, S, 3) uint8, affines (N, 2, 3) crop px ->
-    image px, pts68 (N, 68, 2), yaw_deg (N,), names (N,). The images: `benchmark_subset(yaw, n)`, or `indices`
-    into the benchmark's file order when given (n is then ignored)."""
+    image px, pts68 (N, 68, 2), yaw_deg (N,), names (N,). The images: `reported_indices(yaw, n,
+    evaluate_real.tuning_every)`, or `indices` into the benchmark's file order when given (n is then ignored)."""
     from .nme import load_aflw2000_dev
 
     bench = load_aflw2000_dev(resolve(params.evaluate_real.benchmark))
-    idx = benchmark_subset(bench["yaw_deg"], n) if indices is None else np.asarray(indices, dtype=np.int64)
+    idx = (reported_indices(bench["yaw_deg"], n, params.evaluate_real.tuning_every) if indices is None
+           else np.asarray(indices, dtype=np.int64))
     crops, affines, keep = [], [], []
     for i in idx:
         try:
