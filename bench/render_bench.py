@@ -4,9 +4,10 @@
 
 Each row is measured for the tensor path (`render.backend torch`) eagerly and with `render.compile`
 (torch.compile of its visibility pass) and for the compiled CPU kernels (`render.backend numba`, what `auto`
-picks on a CPU; ifn.render.numba_kernels); compilation is excluded by a warm-up call. `raster` times the rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours
-of already posed meshes); `render` times the whole image formation from a parameter vector (geometry,
-pose, normals, SH shading, rasterization, compositing). Poses vary over the batch (yaw -75..75 deg).
+picks on a CPU; ifn.render.numba_kernels); compilation is excluded by a warm-up call. `raster` times the
+rasterizer alone (visibility + perspective-correct interpolation of per-vertex colours of already posed meshes);
+`render` the whole image formation from a parameter vector (geometry, pose, normals, SH shading,
+rasterization, compositing); `fwd+bwd` render + the backward pass of an image loss. Poses vary over the batch (yaw -75..75 deg).
 Numbers are printed, never asserted: they depend on the machine.
 """
 from __future__ import annotations

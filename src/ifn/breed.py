@@ -406,9 +406,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     weights = face_weights(renderer) if train_cfg.loss_region == "face" else \
         torch.ones(renderer.face_model.n_vertices)
     config = {**plain(train_cfg.to_dict()), "loss": loss, "net": info["net"]}
-    module = InverseFaceNetModule(config, {"n_shape": renderer.layout.n_shape,
-                                           "n_expression": renderer.layout.n_expression,
-                                           "n_reflectance": renderer.layout.n_reflectance},
+    module = InverseFaceNetModule(config, renderer.layout.counts,
                                   float(corpus.meta["render"]["distance_cm"]), resume_key,
                                   face_model=renderer.face_model, reflectance=renderer.reflectance,
                                   vertex_weights=weights)

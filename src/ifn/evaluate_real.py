@@ -26,7 +26,8 @@ Images (the same for every variant):
   AFLW2000-3D dev     the dev images that are not tuning images (`tuning_indices`: every
                       `evaluate_real.tuning_every`-th image of each yaw bin, kept for the bench scripts and the
                       calibrations and never reported), all of them (`evaluate_real.benchmark_images` 0) or that
-                      many split evenly over the yaw bins; cropped from roi_box (real.roi_scale / roi_shift_y). Metric: 68-point NME, 3DDFA protocol
+                      many split evenly over the yaw bins; cropped from roi_box (real.roi_scale / roi_shift_y).
+                      Metric: 68-point NME, 3DDFA protocol
                       (ifn.nme): the model's landmark vertices projected with the estimated pose and camera, mapped
                       back to image pixels through the crop.
   seconds_per_image   wall time of estimation (network forward and/or refinement) over both sets / images.
@@ -327,11 +328,13 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
     bench = benchmark_crops(params, cfg.benchmark_images, size, log)
     log(f"evaluate_real: {len(photos)} held-out photos, {len(bench['crops'])} AFLW2000-3D dev images")
 
-    networks = {}
-    for variant, path in variant_networks(params).items():
-        networks[variant], info = load_network(resolve(path))
+    def load_variant(path: str):
+        net, info = load_network(resolve(path))
         if int(info["image_size"]) != size:
             raise ValueError(f"{path} was trained on {info['image_size']} px images, real crops are {size} px")
+        return net
+
+    networks = {variant: load_variant(path) for variant, path in variant_networks(params).items()}
     final = list(networks)[-1]
     estimators = {v: Estimator(net, batch_size=cfg.batch_size) for v, net in networks.items()}
     estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, batch_size=cfg.batch_size)
@@ -344,10 +347,7 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         targets = detect_targets(params, bench, photos, log)
         detector_seconds = time.perf_counter() - t0
         settings = LandmarkFitSettings.from_config(params.detect)
-        ft_path = f"{params.finetune.out_dir}/model.pt"
-        ft_net, info = load_network(resolve(ft_path))
-        if int(info["image_size"]) != size:
-            raise ValueError(f"{ft_path} was trained on {info['image_size']} px images, real crops are {size} px")
+        ft_net = load_variant(f"{params.finetune.out_dir}/model.pt")
         estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size)
         # The detector-guided path's own network is the start: on the tuning images it leaves the fit less to
         # do where the detector finds no face (bench/landmark_fit.py, README).

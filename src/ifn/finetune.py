@@ -32,7 +32,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import save_json, save_npz
@@ -184,11 +183,7 @@ class RealFinetuneModule(InverseFaceNetModule):
 
     def _net_input(self, photos: torch.Tensor) -> torch.Tensor:
         """(B, S, S, 3) photos -> (B, 3, s, s) at the network's input size (as InverseFaceNet resizes)."""
-        x = photos.permute(0, 3, 1, 2)
-        s = self.net.input_size
-        if x.shape[-1] != s:
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return x
+        return self.net.resize(photos.permute(0, 3, 1, 2))
 
     def training_step(self, batch, batch_idx):
         syn, real = batch["synthetic"], batch["real"]
@@ -318,8 +313,7 @@ def finetune_real(params_file: str | Path = "params.yaml", overrides: Mapping[st
     loss = params.train.loss
     weights = face_weights(renderer) if train_cfg.loss_region == "face" else torch.ones(renderer.face_model.n_vertices)
     config = {**plain(train_cfg.to_dict()), "loss": loss, "net": info["net"]}
-    module = RealFinetuneModule(config, {"n_shape": renderer.layout.n_shape, "n_expression": renderer.layout.n_expression,
-                                         "n_reflectance": renderer.layout.n_reflectance},
+    module = RealFinetuneModule(config, renderer.layout.counts,
                                 float(corpus.meta["render"]["distance_cm"]),
                                 resume_key, renderer=renderer, finetune=cfg.to_dict(), detect=params.detect.to_dict(),
                                 face_model=renderer.face_model, reflectance=renderer.reflectance,

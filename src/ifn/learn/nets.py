@@ -118,11 +118,15 @@ class InverseFaceNet(nn.Module):
         self.param_mean.copy_(mean)
         self.param_std.copy_(std.clamp_min(1e-6))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 3, input_size, input_size) (bilinear, antialiased; unchanged at that size)."""
         if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                                    align_corners=False, antialias=True)
-        x = (images - 0.5) / 0.25
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (self.resize(images) - 0.5) / 0.25
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.head(self.dropout(self.encoder(x)))

@@ -191,9 +191,7 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
     weights = face_weights(renderer) if cfg.loss_region == "face" else torch.ones(renderer.face_model.n_vertices)
     config = plain(cfg.to_dict())
     config["loss"] = loss
-    module = InverseFaceNetModule(config, {"n_shape": renderer.layout.n_shape,
-                                           "n_expression": renderer.layout.n_expression,
-                                           "n_reflectance": renderer.layout.n_reflectance},
+    module = InverseFaceNetModule(config, renderer.layout.counts,
                                   float(meta.get("render", {}).get("distance_cm", params.render.distance_cm)),
                                   resume_key, face_model=renderer.face_model, reflectance=renderer.reflectance,
                                   vertex_weights=weights, param_mean=mean, param_std=std)

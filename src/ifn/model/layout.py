@@ -25,6 +25,11 @@ class ParamLayout:
     n_reflectance: int
 
     @property
+    def counts(self) -> dict[str, int]:
+        """{"n_shape", "n_expression", "n_reflectance"}: the mode counts a network's checkpoint records."""
+        return {"n_shape": self.n_shape, "n_expression": self.n_expression, "n_reflectance": self.n_reflectance}
+
+    @property
     def sizes(self) -> dict[str, int]:
         return {
             "shape": self.n_shape,

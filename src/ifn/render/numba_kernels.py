@@ -116,15 +116,21 @@ def image_starts(batch: torch.Tensor, n_images: int) -> np.ndarray:
 
 
 if numba is not None:
+    @numba.njit(inline="always", cache=True)
+    def _screen_weights(x0, y0, x1, y1, x2, y2, px, py):  # pragma: no cover - compiled
+        """Twice the signed area and the screen-space barycentrics w0, w1 of pixel centre (px, py)."""
+        area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area2
+        w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area2
+        return area2, w0, w1
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _bary_forward(xy, z, corner, px, py, bary, depth):  # pragma: no cover - compiled
         """xy (B*V, 2), z (B*V,), corner (N, 3) flat vertex ids, px, py (N,) -> bary (N, 3), depth (N,)."""
         for n in numba.prange(corner.shape[0]):
             a, b, c = corner[n, 0], corner[n, 1], corner[n, 2]
             x0, y0, x1, y1, x2, y2 = xy[a, 0], xy[a, 1], xy[b, 0], xy[b, 1], xy[c, 0], xy[c, 1]
-            area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-            w0 = ((x1 - px[n]) * (y2 - py[n]) - (x2 - px[n]) * (y1 - py[n])) / area2
-            w1 = ((x2 - px[n]) * (y0 - py[n]) - (x0 - px[n]) * (y2 - py[n])) / area2
+            _, w0, w1 = _screen_weights(x0, y0, x1, y1, x2, y2, px[n], py[n])
             q0, q1, q2 = w0 / z[a], w1 / z[b], (1.0 - w0 - w1) / z[c]
             s = q0 + q1 + q2
             bary[n, 0], bary[n, 1], bary[n, 2] = q0 / s, q1 / s, q2 / s
@@ -139,9 +145,7 @@ if numba is not None:
                 x0, y0, x1, y1, x2, y2 = xy[a, 0], xy[a, 1], xy[b, 0], xy[b, 1], xy[c, 0], xy[c, 1]
                 za, zb, zc = z[a], z[b], z[c]
                 dx0, dy0, dx1, dy1, dx2, dy2 = x0 - px[n], y0 - py[n], x1 - px[n], y1 - py[n], x2 - px[n], y2 - py[n]
-                area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-                w0 = (dx1 * dy2 - dx2 * dy1) / area2
-                w1 = (dx2 * dy0 - dx0 * dy2) / area2
+                area2, w0, w1 = _screen_weights(x0, y0, x1, y1, x2, y2, px[n], py[n])
                 w2 = 1.0 - w0 - w1
                 s = 1.0 / depth[n]
                 # bary_i = q_i / s, depth = 1 / s, s = sum q: dL/dq_j = (g_j - g . bary) / s - g_depth / s^2

@@ -3,21 +3,27 @@ passes: the same maths as ifn.render.shading.vertex_normals / sh_shading (tests/
 compares them and checks the gradients in float64). Conventions as ifn.render.numba_kernels."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .numba_kernels import _match_threads, _np, numba
-from .shading import SH_CONVOLUTION
+from .shading import SH_SHADING_SCALE
 
-# H_k(n) = A_l(k) Y_k(n) / pi = SH_A[k] * (1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2)[k]
-_C = (0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi)), math.sqrt(3 / (4 * math.pi)),
-      math.sqrt(3 / (4 * math.pi)), 0.5 * math.sqrt(15 / math.pi), 0.5 * math.sqrt(15 / math.pi),
-      0.25 * math.sqrt(5 / math.pi), 0.5 * math.sqrt(15 / math.pi), 0.25 * math.sqrt(15 / math.pi))
-SH_A = np.array([c * a / math.pi for c, a in zip(_C, SH_CONVOLUTION)])
+SH_A = np.array(SH_SHADING_SCALE)  # H_k(n) = SH_A[k] * (1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2)[k]
 
 if numba is not None:
+    @numba.njit(inline="always", cache=True)
+    def _edges(verts, img, i0, i1, i2):  # pragma: no cover - compiled
+        """The two edge vectors a = v1 - v0, b = v2 - v0 of triangle (i0, i1, i2) of image img."""
+        return (verts[img, i1, 0] - verts[img, i0, 0], verts[img, i1, 1] - verts[img, i0, 1],
+                verts[img, i1, 2] - verts[img, i0, 2], verts[img, i2, 0] - verts[img, i0, 0],
+                verts[img, i2, 1] - verts[img, i0, 1], verts[img, i2, 2] - verts[img, i0, 2])
+
+    @numba.njit(inline="always", cache=True)
+    def _sh_terms(a, x, y, z):  # pragma: no cover - compiled
+        return (a[0], a[1] * y, a[2] * z, a[3] * x, a[4] * x * y, a[5] * y * z, a[6] * (3 * z * z - 1),
+                a[7] * x * z, a[8] * (x * x - y * y))
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _normals_forward(verts, triangles, unit, length):  # pragma: no cover - compiled
         """verts (B, V, 3), triangles (F, 3) -> unit (B, V, 3) normals, length (B, V) of the summed normal."""
@@ -25,10 +31,7 @@ if numba is not None:
             acc = np.zeros((verts.shape[1], 3), dtype=verts.dtype)
             for f in range(triangles.shape[0]):
                 i0, i1, i2 = triangles[f, 0], triangles[f, 1], triangles[f, 2]
-                ax, ay, az = (verts[img, i1, 0] - verts[img, i0, 0], verts[img, i1, 1] - verts[img, i0, 1],
-                              verts[img, i1, 2] - verts[img, i0, 2])
-                bx, by, bz = (verts[img, i2, 0] - verts[img, i0, 0], verts[img, i2, 1] - verts[img, i0, 1],
-                              verts[img, i2, 2] - verts[img, i0, 2])
+                ax, ay, az, bx, by, bz = _edges(verts, img, i0, i1, i2)
                 nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
                 for i in (i0, i1, i2):
                     acc[i, 0] += nx
@@ -59,10 +62,7 @@ if numba is not None:
                 gx = g_sum[i0, 0] + g_sum[i1, 0] + g_sum[i2, 0]
                 gy = g_sum[i0, 1] + g_sum[i1, 1] + g_sum[i2, 1]
                 gz = g_sum[i0, 2] + g_sum[i1, 2] + g_sum[i2, 2]
-                ax, ay, az = (verts[img, i1, 0] - verts[img, i0, 0], verts[img, i1, 1] - verts[img, i0, 1],
-                              verts[img, i1, 2] - verts[img, i0, 2])
-                bx, by, bz = (verts[img, i2, 0] - verts[img, i0, 0], verts[img, i2, 1] - verts[img, i0, 1],
-                              verts[img, i2, 2] - verts[img, i0, 2])
+                ax, ay, az, bx, by, bz = _edges(verts, img, i0, i1, i2)
                 # n = a x b: dL/da = b x g, dL/db = g x a
                 gax, gay, gaz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
                 gbx, gby, gbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
@@ -82,8 +82,7 @@ if numba is not None:
         for img in numba.prange(normals.shape[0]):
             for v in range(normals.shape[1]):
                 x, y, z = normals[img, v, 0], normals[img, v, 1], normals[img, v, 2]
-                h = (a[0], a[1] * y, a[2] * z, a[3] * x, a[4] * x * y, a[5] * y * z, a[6] * (3 * z * z - 1),
-                     a[7] * x * z, a[8] * (x * x - y * y))
+                h = _sh_terms(a, x, y, z)
                 for c in range(gamma.shape[2]):
                     acc = 0.0
                     for k in range(9):
@@ -95,8 +94,7 @@ if numba is not None:
         for img in numba.prange(normals.shape[0]):
             for v in range(normals.shape[1]):
                 x, y, z = normals[img, v, 0], normals[img, v, 1], normals[img, v, 2]
-                h = (a[0], a[1] * y, a[2] * z, a[3] * x, a[4] * x * y, a[5] * y * z, a[6] * (3 * z * z - 1),
-                     a[7] * x * z, a[8] * (x * x - y * y))
+                h = _sh_terms(a, x, y, z)
                 s = np.zeros(9)
                 for c in range(gamma.shape[2]):
                     g = g_out[img, v, c]

@@ -16,7 +16,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from . import numba_kernels
 
 _NO_HIT = torch.iinfo(torch.int64).max
 BACKENDS = ("auto", "numba", "torch")
@@ -70,17 +73,12 @@ class Fragments:
     depth: torch.Tensor
     triangles: torch.Tensor
     corner: torch.Tensor
-    starts: object = None
+    starts: np.ndarray | None = None
 
     @property
     def mask(self) -> torch.Tensor:
         """(B, H, W) bool: covered pixels."""
         return self.pix_to_face >= 0
-
-    @property
-    def batch_index(self) -> torch.Tensor:
-        b, h, w = self.pix_to_face.shape
-        return torch.div(self.pixel, h * w, rounding_mode="floor")
 
     def scatter(self, values: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
         """(N, C) per-covered-pixel values -> (B, H, W, C) image, `background` elsewhere."""
@@ -100,10 +98,8 @@ class Fragments:
         b, v, c = attributes.shape
         flat = attributes.reshape(b * v, c)
         bary = self.bary if bary_grad else self.bary.detach()
-        if self.starts is not None and flat.device.type == "cpu":
-            from .numba_kernels import interpolate
-
-            return self.scatter(interpolate(flat, self.corner, bary, self.starts), background)
+        if self.starts is not None:   # fragments of the compiled kernels
+            return self.scatter(numba_kernels.interpolate(flat, self.corner, bary, self.starts), background)
         values = sum(flat.index_select(0, self.corner[:, i]) * bary[:, i:i + 1].to(flat.dtype)
                      for i in range(3))
         return self.scatter(values, background)
@@ -262,8 +258,6 @@ def _compiled_nearest_triangle():
 def uses_numba(backend: str, device: torch.device) -> bool:
     """Whether render backend `backend` runs the compiled kernels of ifn.render.numba_kernels for tensors on
     `device` (else the tensor path)."""
-    from . import numba_kernels
-
     if backend == "numba":
         if device.type != "cpu":
             raise ValueError(f"render backend numba runs on the CPU only (tensors on {device}): use auto or torch")
@@ -284,8 +278,6 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, triangles: torch.Tensor,
     triangles = triangles.to(device=xy.device, dtype=torch.int64)
     fast = uses_numba(settings.backend, xy.device)
     if fast:
-        from . import numba_kernels
-
         nearest = numba_kernels.nearest_triangle(xy, depth, triangles, settings)
     else:
         visibility = _compiled_nearest_triangle() if settings.compile else _nearest_triangle

@@ -20,18 +20,21 @@ SH_CONVOLUTION = tuple(_A[band] for band in SH_BAND)
 AMBIENT_WHITE = math.sqrt(4 * math.pi)  # gamma[0] of a uniform radiance 1: shading 1 everywhere
 
 
+# Y_k(n) = SH_SCALE[k] * (1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2)[k]
+_C0, _C1, _C2 = 0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi)), 0.5 * math.sqrt(15 / math.pi)
+_C20, _C22 = 0.25 * math.sqrt(5 / math.pi), 0.25 * math.sqrt(15 / math.pi)
+SH_SCALE = (_C0, _C1, _C1, _C1, _C2, _C2, _C20, _C2, _C22)
+# H_k(n) = A_l(k) Y_k(n) / pi = SH_SHADING_SCALE[k] * the same monomials (`shading_basis`, `sh_shading`)
+SH_SHADING_SCALE = tuple(c * a / math.pi for c, a in zip(SH_SCALE, SH_CONVOLUTION))
+
+
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     """(..., 3) unit vectors -> (..., 9) real SH basis values."""
     x, y, z = normals.unbind(-1)
-    c0 = 0.5 / math.sqrt(math.pi)
-    c1 = math.sqrt(3 / (4 * math.pi))
-    c2 = 0.5 * math.sqrt(15 / math.pi)
-    c20 = 0.25 * math.sqrt(5 / math.pi)
-    c22 = 0.25 * math.sqrt(15 / math.pi)
     return torch.stack([
-        torch.full_like(x, c0),
-        c1 * y, c1 * z, c1 * x,
-        c2 * x * y, c2 * y * z, c20 * (3 * z * z - 1), c2 * x * z, c22 * (x * x - y * y),
+        torch.full_like(x, _C0),
+        _C1 * y, _C1 * z, _C1 * x,
+        _C2 * x * y, _C2 * y * z, _C20 * (3 * z * z - 1), _C2 * x * z, _C22 * (x * x - y * y),
     ], -1)
 
 
@@ -47,14 +50,11 @@ def sh_shading(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     The basis is built as (B, 9, V) (each function a contiguous row; = shading_basis transposed), which is
     2x cheaper on CPU than stacking along a last axis of 9."""
     x, y, z = normals.unbind(-1)
-    k = [a / math.pi for a in SH_CONVOLUTION]
-    c0, c1 = 0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi))
-    c2, c20, c22 = 0.5 * math.sqrt(15 / math.pi), 0.25 * math.sqrt(5 / math.pi), 0.25 * math.sqrt(15 / math.pi)
+    k = SH_SHADING_SCALE
     basis = torch.stack([
-        torch.full_like(x, c0 * k[0]),
-        (c1 * k[1]) * y, (c1 * k[2]) * z, (c1 * k[3]) * x,
-        (c2 * k[4]) * x * y, (c2 * k[5]) * y * z, (c20 * k[6]) * (3 * z * z - 1), (c2 * k[7]) * x * z,
-        (c22 * k[8]) * (x * x - y * y),
+        torch.full_like(x, k[0]),
+        k[1] * y, k[2] * z, k[3] * x,
+        k[4] * x * y, k[5] * y * z, k[6] * (3 * z * z - 1), k[7] * x * z, k[8] * (x * x - y * y),
     ], 1)
     return (gamma.transpose(1, 2) @ basis).transpose(1, 2)
 
@@ -87,7 +87,8 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, incidence: t
     # strided axis cost 5-40x more on CPU).
     rows = vertices.permute(1, 2, 0).reshape(v, 3 * b)
     corners = rows.index_select(0, triangles.reshape(-1)).reshape(f, 3, 3, b)
-    (ax, ay, az), (bx, by, bz) = (corners[:, 1] - corners[:, 0]).unbind(1), (corners[:, 2] - corners[:, 0]).unbind(1)
+    ax, ay, az = (corners[:, 1] - corners[:, 0]).unbind(1)
+    bx, by, bz = (corners[:, 2] - corners[:, 0]).unbind(1)
     face_n = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1)  # |n| = 2 x area
     summed = (incidence.to(face_n.dtype) @ face_n.reshape(f, 3 * b)).reshape(v, 3, b)
     x, y, z = summed.unbind(1)
