@@ -1,7 +1,6 @@
 """The AFLW2000-3D dev images the bench scripts tune on: never the ones stage evaluate_real reports."""
 from __future__ import annotations
 
-
 from ifn.evaluate_real import reported_indices
 from ifn.evaluate_real import tuning_indices as tuning_set
 from ifn.nme import load_aflw2000_dev, yaw_bins
