@@ -133,6 +133,20 @@ def test_refine_recovers_perturbed_parameters(renderer, w_translation_prior, anc
     assert ((params - true).abs() < 1e3).all()
 
 
+def test_refine_at_half_size_recovers_and_same_size_is_the_plain_fit(renderer):
+    """refine(fit_size=S/2): optimised on 2x2-averaged photos and half-size renders, judged at full size."""
+    gt, images, g = synthetic(renderer, 3, seed=2)
+    init = perturb(renderer, gt, g)
+    params, _ = refine(renderer, images, init, steps=30, fit_size=SIZE // 2)
+    photo0, photo1 = photo_mae(renderer, init, images), photo_mae(renderer, params, images)
+    assert (photo1 < 0.5 * photo0).all() and photo1.mean() < 0.02, (photo0, photo1)
+    rot0 = rotation_error_deg(renderer.groups(init)["rotation"], gt["rotation"])
+    rot1 = rotation_error_deg(renderer.groups(params)["rotation"], gt["rotation"])
+    assert rot1.mean() < 0.6 * rot0.mean(), (rot0, rot1)
+    plain, _ = refine(renderer, images, init, steps=3)
+    assert torch.equal(refine(renderer, images, init, steps=3, fit_size=SIZE)[0], plain)
+
+
 def test_refine_recovers_illumination(renderer):
     gt, images, g = synthetic(renderer, 2, seed=3)
     init = perturb(renderer, gt, g, light=0.3, groups=("illumination",))

@@ -328,12 +328,19 @@ class RefineConfig(Section):
     baseline_steps: int = param(100, **_num(0, 100000, integer=True))
     baseline_coarse_fraction: float = param(0.3, **_num(0.0, 1.0))
     batch_size: int = param(16, **_num(1, 4096, integer=True))
+    fit_size: int = param(0, **_num(0, 1024, integer=True))
+    fit_region: str = param("all", **_choice("all", "face"))
+
+    def validate(self):
+        if 0 < self.fit_size < 16:
+            raise ParamsError(f"params.yaml: refine.fit_size = {self.fit_size} is invalid: 0 (= the photos' size) "
+                              f"or an integer in [16, 1024]")
 
     def refine_kwargs(self) -> dict:
         """Keyword arguments of ifn.fit.refine."""
         return {k: getattr(self, k) for k in (
             "steps", "lr", "w_photo", "w_landmark", "w_shape_prior", "w_reflectance_prior", "w_expression_prior",
-            "w_translation_prior", "anchor_translation", "robust", "huber_delta", "w_edge")}
+            "w_translation_prior", "anchor_translation", "robust", "huber_delta", "w_edge", "fit_size", "fit_region")}
 
     def baseline_kwargs(self) -> dict:
         """Keyword arguments of ifn.fit.fit_from_mean (the optimisation-only baseline)."""
@@ -361,6 +368,7 @@ class BreedConfig(Section):
 
     SECTION = "breed"
     rounds: Any = param({"round_1": "models/train/model_space", "round_2": "models/breed/round_1"})
+    guided_rounds: Any = param({"guided_1": "models/train/model_space", "guided_2": "models/breed/guided_1"})
     out_dir: str = param("models/breed")
     photos_per_round: int = param(256, **_num(1, 10_000_000, integer=True))
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
@@ -384,23 +392,49 @@ class BreedConfig(Section):
         if not isinstance(rounds, Mapping) or not rounds:
             raise ParamsError(f"params.yaml: breed.rounds = {rounds!r} is invalid: a mapping round name -> folder "
                               f"of the network it fine-tunes (e.g. round_1: models/train/model_space)")
-        names = list(rounds)
-        for i, (name, previous) in enumerate(rounds.items()):
-            if not isinstance(name, str) or not name.replace("_", "").isalnum():
-                raise ParamsError(f"params.yaml: breed.rounds key {name!r} is invalid: letters, digits and _")
-            if i and previous != f"{self.out_dir}/{names[i - 1]}":
-                raise ParamsError(f"params.yaml: breed.rounds.{name} = {previous!r} is invalid: round {i + 1} "
-                                  f"must start from its predecessor, {self.out_dir}/{names[i - 1]}")
+        if not isinstance(self.guided_rounds, Mapping):
+            raise ParamsError(f"params.yaml: breed.guided_rounds = {self.guided_rounds!r} is invalid: a mapping "
+                              f"round name -> folder of the network it fine-tunes ({{}}: none)")
+        for key, chain in (("rounds", rounds), ("guided_rounds", self.guided_rounds)):
+            names = list(chain)
+            for i, (name, previous) in enumerate(chain.items()):
+                if not isinstance(name, str) or not name.replace("_", "").isalnum():
+                    raise ParamsError(f"params.yaml: breed.{key} key {name!r} is invalid: letters, digits and _")
+                if i and previous != f"{self.out_dir}/{names[i - 1]}":
+                    raise ParamsError(f"params.yaml: breed.{key}.{name} = {previous!r} is invalid: round {i + 1} "
+                                      f"must start from its predecessor, {self.out_dir}/{names[i - 1]}")
+        both = sorted(set(rounds) & set(self.guided_rounds))
+        if both:
+            raise ParamsError(f"params.yaml: breed.guided_rounds.{both[0]} is invalid: also a key of breed.rounds "
+                              f"(the two chains write different folders)")
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The detector-free chain (breed.rounds), in order."""
         return tuple(self.rounds)
+
+    @property
+    def guided_names(self) -> tuple[str, ...]:
+        """The detector-guided chain (breed.guided_rounds), in order."""
+        return tuple(self.guided_rounds)
+
+    def chain(self, name: str) -> tuple[str, ...]:
+        """The rounds of the chain that round `name` belongs to, in order."""
+        for names in (self.names, self.guided_names):
+            if name in names:
+                return names
+        raise ParamsError(f"params.yaml: breed.rounds / breed.guided_rounds have no round {name!r} (rounds: "
+                          f"{', '.join(self.names + self.guided_names)})")
+
+    def guided(self, name: str) -> bool:
+        """Whether round `name` is of the detector-guided chain."""
+        self.chain(name)
+        return name in self.guided_rounds
 
     def previous(self, name: str) -> str:
         """Folder of the network round `name` starts from (its model.pt)."""
-        if name not in self.rounds:
-            raise ParamsError(f"params.yaml: breed.rounds has no round {name!r} (rounds: {', '.join(self.rounds)})")
-        return self.rounds[name]
+        self.chain(name)
+        return {**self.rounds, **self.guided_rounds}[name]
 
     def folder(self, name: str) -> str:
         return f"{self.out_dir}/{name}"
@@ -511,6 +545,12 @@ class Params:
                               f"round starts from the network of train.loss = {self.train.loss}, {expected}")
         if self.train.loss not in self.train.compare:
             raise ParamsError(f"params.yaml: train.loss = {self.train.loss} is not trained: add it to train.compare")
+        if self.breed.guided_names:
+            first = self.breed.previous(self.breed.guided_names[0])
+            starts = {expected} | {self.breed.folder(n) for n in self.breed.names}
+            if first not in starts:
+                raise ParamsError(f"params.yaml: breed.guided_rounds.{self.breed.guided_names[0]} = {first!r} is "
+                                  f"invalid: the first guided round starts from {expected} or a breed.rounds folder")
 
     def final_network(self) -> str:
         """Path (relative to the project root) of the pipeline's final network: the last breeding round's."""

@@ -259,7 +259,8 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
            landmark_vertices: torch.Tensor | None = None, landmark_weights: torch.Tensor | None = None,
            free: Sequence[str] = GROUPS, group_lr: Mapping[str, float] | None = None, lr_final: float = 0.1,
            return_best: bool = True, snapshots: Sequence[int] = (), log_every: int = 0,
-           log: Callable[[str], None] = print) -> tuple[torch.Tensor, dict]:
+           log: Callable[[str], None] = print, fit_size: int = 0, fit_region: str = "all"
+           ) -> tuple[torch.Tensor, dict]:
     """Refine parameters (B, P) so `renderer` reproduces `images` (B, H, W, 3) sRGB in [0, 1].
 
     landmarks   optional (B, L, 2) 2D targets in render pixels (NaN = unknown), used when w_landmark > 0: of the
@@ -276,6 +277,13 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     w_edge, edge_lambda  the silhouette term (see `silhouette_edge_term`); w_edge = 0 switches it off
     anchor_translation   the translation prior pulls the face centre towards where `init_params` put it (a
                 network's estimate) instead of the crop centre
+    fit_size    optimise at this render size (pixels; 0 = the renderer's): the photos are area-downsampled, the
+                landmark targets scaled, the renderer `resized` (the camera is defined by its field of view, so
+                the parameters mean the same at every size). Each step costs about (fit_size / size)^2 of the
+                pixel work; the vertex work stays.
+    fit_region  "all": render the whole mesh; "face": only the face part (+ the landmark vertices), the part the
+                photometric term compares (`face_triangles`): the head, neck, eyeballs and mouth socket then
+                no longer occlude it (rarely matters: they lie behind it), ~57 % of the vertices to pose and shade
 
     Returns (params (B, P) detached, history) with history[term] (steps + 1, B) for the total "energy", every
     term and "coverage", "step_seconds" (steps,) and "best_step" (B,). Runs on the device of `images`; the
@@ -289,6 +297,27 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     if images.ndim != 4 or images.shape[1:] != (size, size, 3):
         raise ValueError(f"images must be (B, {size}, {size}, 3) sRGB in [0, 1] (the renderer's size), "
                          f"got {tuple(images.shape)}")
+    if fit_size < 0:
+        raise ValueError(f"fit_size = {fit_size}: 0 (the renderer's size) or a positive number of pixels")
+    if fit_region not in FIT_REGIONS:
+        raise ValueError(f"fit_region = {fit_region!r}: one of {', '.join(FIT_REGIONS)}")
+    if (fit_size and fit_size != size) or fit_region != "all":
+        # The same problem, cheaper: fewer pixels and/or only the mesh the photometric term looks at.
+        if fit_region == "face":
+            renderer, landmark_vertices = face_region(renderer, landmark_vertices)
+        if fit_size and fit_size != size:
+            renderer = renderer.resized(fit_size)
+            images = downsample(images, fit_size)
+            landmarks = None if landmarks is None else landmarks * (fit_size / size)
+            image_mask = None if image_mask is None else downsample(image_mask.float()[..., None], fit_size)[..., 0] > 0.5
+        return refine(renderer, images, init_params, steps=steps, lr=lr, optimizer=optimizer, w_photo=w_photo,
+                      w_landmark=w_landmark, w_shape_prior=w_shape_prior, w_reflectance_prior=w_reflectance_prior,
+                      w_expression_prior=w_expression_prior, w_translation_prior=w_translation_prior,
+                      anchor_translation=anchor_translation, robust=robust, huber_delta=huber_delta, w_edge=w_edge,
+                      edge_lambda=edge_lambda, landmarks=landmarks, image_mask=image_mask,
+                      landmark_vertices=landmark_vertices, landmark_weights=landmark_weights, free=free,
+                      group_lr=group_lr, lr_final=lr_final, return_best=return_best, snapshots=snapshots,
+                      log_every=log_every, log=log)
     unknown = set(free) - set(GROUPS)
     if unknown:
         raise ValueError(f"unknown parameter groups {sorted(unknown)}; groups: {', '.join(GROUPS)}")
@@ -368,6 +397,33 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
     hist["best_step"] = best_step
     hist["snapshots"] = snaps
     return final.detach(), hist
+
+
+FIT_REGIONS = ("all", "face")
+
+
+def face_region(renderer: Renderer, landmark_vertices: torch.Tensor | None = None
+                ) -> tuple[Renderer, torch.Tensor | None]:
+    """The renderer of the face part of the mesh plus the landmark vertices (the model's 68 and
+    `landmark_vertices` (L,), -1 = none), and those landmark vertices' ids in it."""
+    fm = renderer.face_model
+    keep = fm.part_mask("face")
+    for ids in (fm.landmarks, landmark_vertices):
+        if ids is not None:
+            ids = ids.cpu()
+            keep[ids[ids >= 0]] = True
+    sub, new_id = renderer.region(keep)
+    if landmark_vertices is not None:
+        lv = landmark_vertices.cpu()
+        landmark_vertices = torch.where(lv >= 0, new_id.cpu()[lv.clamp_min(0)], lv).to(landmark_vertices.device)
+    return sub, landmark_vertices
+
+
+def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, size, size, C) by area averaging (each output pixel the mean of the input pixels it
+    covers: no aliasing when shrinking)."""
+    x = images.to(torch.float32).permute(0, 3, 1, 2)
+    return F.interpolate(x, size=(size, size), mode="area").permute(0, 2, 3, 1).contiguous()
 
 
 def mean_face_params(renderer: Renderer, batch: int, ambient: float = DEFAULT_AMBIENT,

@@ -103,6 +103,25 @@ class FaceModel:
         ids = torch.tensor([self.part_names.index(n) for n in names])
         return torch.isin(self.parts, ids)
 
+    def subset(self, vertex_keep: torch.Tensor) -> tuple["FaceModel", torch.Tensor]:
+        """The model on the vertices where `vertex_keep` (V,) bool is set, with the triangles whose three corners
+        are kept. Returns (model, new_id (V,) int64: each old vertex's id in it, -1 where dropped); landmarks
+        on dropped vertices become -1."""
+        keep = vertex_keep.detach().cpu().numpy().astype(bool)
+        kept, tri = select_region(keep, self.triangles.cpu().numpy())
+        new_id = torch.full((self.n_vertices,), -1, dtype=torch.int64)
+        new_id[torch.from_numpy(kept)] = torch.arange(len(kept))
+        ids = torch.from_numpy(kept).to(self.mean.device)
+        lm = self.landmarks.cpu()
+        landmarks = torch.where(lm >= 0, new_id[lm.clamp_min(0)], lm).to(self.landmarks.device)
+        sub = FaceModel(mean=self.mean[ids], shape_basis=self.shape_basis[:, ids],
+                        expression_basis=self.expression_basis[:, ids],
+                        triangles=torch.from_numpy(tri).to(self.triangles.device), landmarks=landmarks,
+                        parts=self.parts[ids.to(self.parts.device)], part_names=self.part_names,
+                        source_index=self.source_index[ids.to(self.source_index.device)],
+                        expression_names=self.expression_names, name=f"{self.name} (subset)", meta=dict(self.meta))
+        return sub, new_id.to(self.landmarks.device)
+
     def to(self, device=None, dtype=None) -> "FaceModel":
         def conv(t):
             return t.to(device=device, dtype=dtype if t.is_floating_point() and dtype else None)

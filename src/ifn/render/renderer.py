@@ -7,7 +7,7 @@ composited over a background.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import torch
@@ -137,6 +137,21 @@ class Renderer:
     def to(self, device=None, dtype=None) -> "Renderer":
         return Renderer(self.face_model.to(device, dtype), self.reflectance.to(device, dtype), self.layout,
                         self.settings)
+
+    def resized(self, image_size: int) -> "Renderer":
+        """The same face, camera (field of view) and settings at another output size: parameters render the
+        same picture at a different resolution (pixel coordinates scale by image_size / the current size)."""
+        if image_size == self.settings.image_size:
+            return self
+        return Renderer(self.face_model, self.reflectance, self.layout, replace(self.settings, image_size=image_size))
+
+    def region(self, vertex_keep: torch.Tensor) -> tuple["Renderer", torch.Tensor]:
+        """The renderer of the sub-mesh on the vertices where `vertex_keep` (V,) bool is set (triangles with all
+        three corners kept; ifn.model.FaceModel.subset), same parameters and settings. Returns (renderer,
+        new_id (V,): each vertex's id in the sub-mesh, -1 where dropped)."""
+        model, new_id = self.face_model.subset(vertex_keep)
+        kept = torch.nonzero(new_id >= 0).squeeze(1).to(self.reflectance.mean.device)
+        return Renderer(model, self.reflectance.subset(kept), self.layout, self.settings), new_id
 
     def groups(self, params: torch.Tensor | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
         return self.layout.split(params) if isinstance(params, torch.Tensor) else params
