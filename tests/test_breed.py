@@ -15,7 +15,7 @@ import torch
 from ifn.breed import ConcatSamples, MixedSampler, perturb, round_seed, sample_photos
 from ifn.config import ParamsError, PerturbConfig, load_params
 from ifn.evaluate import face_triangles, photo_errors
-from ifn.evaluate_real import benchmark_subset, variant_networks
+from ifn.evaluate_real import benchmark_subset, guided_networks, variant_networks
 from ifn.model.layout import ParamLayout
 from ifn.paths import project_root
 
@@ -132,6 +132,38 @@ def test_round_chain_is_validated():
     assert list(variant_networks(one)) == ["synthetic_only", "only"]
 
 
+def test_guided_chain_is_validated(tmp_path):
+    """breed.guided_rounds: a second chain (detector-guided refinement) beside breed.rounds, validated alike;
+    evaluate_real reports its rounds only with a detector; without one a round says it was skipped."""
+    from ifn.breed import breed_round
+
+    params = load_params(ROOT / "params.yaml")
+    guided = params.breed.guided_names
+    assert len(guided) >= 1 and not set(guided) & set(params.breed.names)
+    assert params.breed.previous(guided[0]) == f"{params.train.out_dir}/{params.train.loss}"
+    assert params.breed.chain(guided[-1]) == guided and params.breed.guided(guided[0])
+    assert not params.breed.guided(params.breed.names[0])
+    assert list(guided_networks(params)) == list(guided)
+    assert guided_networks(load_params(ROOT / "params.yaml", {"detect.detector": "none"})) == {}
+    assert load_params(ROOT / "params.yaml", {"breed.guided_rounds": {}}).breed.guided_names == ()
+    with pytest.raises(ParamsError, match="predecessor"):
+        load_params(ROOT / "params.yaml", {"breed.guided_rounds": {"g1": "models/train/model_space",
+                                                                    "g2": "models/train/model_space"}})
+    with pytest.raises(ParamsError, match="also a key of breed.rounds"):
+        load_params(ROOT / "params.yaml", {"breed.guided_rounds": {"round_1": "models/train/model_space"}})
+    with pytest.raises(ParamsError, match="first guided round"):
+        load_params(ROOT / "params.yaml", {"breed.guided_rounds": {"g1": "models/elsewhere"}})
+    # Starting from a detector-free round is allowed (a guided round on top of the bred network).
+    load_params(ROOT / "params.yaml", {"breed.guided_rounds": {"g1": "models/breed/round_2"}})
+    out = tmp_path / "breed"
+    summary = breed_round("g1", ROOT / "params.yaml", {
+        "detect.detector": "none", "breed.out_dir": str(out),
+        "breed.rounds": {"round_1": "models/train/model_space", "round_2": f"{out}/round_1"},
+        "breed.guided_rounds": {"g1": "models/train/model_space"}}, log=lambda *_: None)
+    assert summary["skipped"].startswith("skipped: detect.detector is none")
+    assert (out / "g1" / "summary.json").exists() and not (out / "g1" / "model.pt").exists()
+
+
 def test_dvc_stages_chain_the_rounds():
     """In the resolved dvc.yaml each round depends on the output folder of its predecessor (so DVC orders
     them), and evaluate_real on all of them."""
@@ -143,12 +175,14 @@ def test_dvc_stages_chain_the_rounds():
         outs = {a: {str(Path(o.fs_path).relative_to(ROOT)) for o in s.outs} for a, s in stages.items()}
         deps = {a: {str(Path(d.fs_path).relative_to(ROOT)) for d in s.deps if str(d.fs_path).startswith(str(ROOT))}
                 for a, s in stages.items()}
-        previous = f"train@{params.train.loss}"
-        for name in params.breed.names:
-            stage = f"breed@{name}"
-            assert stage in stages, f"dvc.yaml has no stage {stage}"
-            assert deps[stage] & outs[previous], f"{stage} does not depend on an output of {previous}"
-            previous = stage
+        for kind, names in (("breed", params.breed.names), ("breed_guided", params.breed.guided_names)):
+            previous = f"train@{params.train.loss}"
+            for name in names:
+                stage = f"{kind}@{name}"
+                assert stage in stages, f"dvc.yaml has no stage {stage}"
+                assert deps[stage] & outs[previous], f"{stage} does not depend on an output of {previous}"
+                assert outs[stage] >= {params.breed.folder(name)}
+                previous = stage
         assert params.breed.out_dir in deps["evaluate_real"]
         import networkx as nx
         order = list(nx.topological_sort(repo.index.graph.reverse()))

@@ -149,6 +149,13 @@ def test_rounds_figure(tmp_path):
     assert len(photo.lines) == 3 and len(nme.lines) == 2     # network + refined + optimization_only / + refined
     np.testing.assert_allclose(nme.lines[0].get_ydata(), [5.0, np.nan, np.nan, np.nan])
     assert_saves(fig, tmp_path)
+    # The detector-guided chain: a second line from synthetic_only (rounds not evaluated are left out).
+    metrics = {**real_metrics(), "guided_1": {"photometric_mae": 0.06, "nme_mean": 0.03}}
+    fig = fp.rounds_figure(metrics, ["round_1", "round_2"], ["guided_1", "guided_2"])
+    photo, nme = fig.axes
+    assert len(photo.lines) == 4 and len(nme.lines) == 3
+    np.testing.assert_allclose(nme.lines[1].get_ydata(), [5.0, 3.0])
+    assert [t.get_text() for t in nme.get_xticklabels()][1].count("/") == 1
 
 
 def test_nme_yaw_figure(tmp_path):

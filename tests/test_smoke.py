@@ -25,7 +25,8 @@ def test_smoke_pipeline_runs_every_stage(smoke_run):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     params = yaml.safe_load((work / "params.yaml").read_text())
-    items = {"train": params["train"]["compare"], "breed": list(params["breed"]["rounds"])}
+    items = {"train": params["train"]["compare"], "breed": list(params["breed"]["rounds"]),
+             "breed_guided": list(params["breed"]["guided_rounds"])}
     expected = set()
     for name, stage in stages.items():
         if "foreach" in stage:
@@ -48,22 +49,30 @@ def test_smoke_metrics_have_both_variants(smoke_run):
 
 
 def test_smoke_breeding_rounds_chain_and_write_their_outputs(smoke_run):
-    import torch
     import yaml
 
     work = Path(smoke_run["workdir"])
     params = yaml.safe_load((work / "params.yaml").read_text())
+    for chain in ("rounds", "guided_rounds"):
+        _check_chain(work, params, params["breed"][chain])
+
+
+def _check_chain(work, params, rounds):
+    import torch
+
     previous = None
-    for name in params["breed"]["rounds"]:
+    for name in rounds:
         folder = work / params["breed"]["out_dir"] / name
         for f in ("model.pt", "metrics.json", "summary.json", "photos.json", "examples.png", "bred/meta.json"):
             assert (folder / f).exists(), f"{name}: {f} missing"
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["previous"] == params["breed"]["rounds"][name]
+        assert summary["previous"] == rounds[name]
         assert summary["pools"][-1].endswith(f"{name}/bred") and len(summary["pools"]) == \
-            list(params["breed"]["rounds"]).index(name) + 1          # this round's samples and all earlier ones
+            list(rounds).index(name) + 1          # this round's samples and all earlier ones of its chain
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["breed_photos"] > 0
+        if name in params["breed"]["guided_rounds"]:   # the detector anchored (some of) its refinements
+            assert metrics["breed_photos_detector_guided"] > 0
         assert metrics["breed_bred_samples"] == metrics["breed_photos"] * params["breed"]["variants_per_photo"]
         blob = torch.load(folder / "model.pt", weights_only=True)
         if previous is not None:   # fine-tuned: the weights moved away from the predecessor's
@@ -99,7 +108,7 @@ def test_smoke_real_metrics_have_every_variant(smoke_run):
     variants = ["synthetic_only", *params["breed"]["rounds"], "refined", "optimization_only"]
     guided = ["refined_landmarks", "optimization_only_landmarks"]
     if params.get("detect", {}).get("detector", "mediapipe") != "none":   # the detector-guided path, beside
-        variants += guided + ["real_finetuned"]
+        variants += guided + ["real_finetuned", *params["breed"]["guided_rounds"]]
         detector = metrics.pop("detector")
         # The detector itself does not depend on the smoke sizes: a real result on the dev images.
         assert 0 < detector["n_detected"] <= detector["n_benchmark"] == params["evaluate_real"]["benchmark_images"]

@@ -289,16 +289,27 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
 
     params = load_params(resolve(params_file), overrides)
     cfg: BreedConfig = params.breed
-    names = list(cfg.names)
-    if name not in names:
-        raise ValueError(f"breeding round {name!r} is not in breed.rounds ({', '.join(names)})")
+    if name not in cfg.names + cfg.guided_names:
+        raise ValueError(f"breeding round {name!r} is not in breed.rounds or breed.guided_rounds "
+                         f"({', '.join(cfg.names + cfg.guided_names)})")
+    names = list(cfg.chain(name))
     position = names.index(name)
+    # The detector-free chain refines as breed.landmarks says (none: the paper's setting); the guided chain
+    # always anchors its refinement with the detector's landmarks.
+    landmarks = params.detect.detector if cfg.guided(name) else cfg.landmarks
+    run_dir = resolve(cfg.folder(name))
+    if cfg.guided(name) and landmarks == "none":   # the detector-free configuration: say so, train nothing
+        reason = "skipped: detect.detector is none (a breed.guided_rounds round refines with the detector's landmarks)"
+        log(f"breed[{name}]: {reason}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_json(run_dir / "metrics.json", {"skipped": 1})
+        save_json(run_dir / "summary.json", {"skipped": reason})
+        return {"skipped": reason}
     previous_dir = resolve(cfg.previous(name))
     previous_model = previous_dir / "model.pt"
     if not previous_model.exists():
         raise FileNotFoundError(f"{previous_model} does not exist: round {name} starts from it; run "
                                 f"`dvc repro` (it runs the stages in order)")
-    run_dir = resolve(cfg.folder(name))
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus_dir = resolve(params.synthesize.out_dir)
     corpus = Corpus.open(corpus_dir)
@@ -314,13 +325,14 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     base = {"round": name, "position": position, "seed": params.seed, "previous": _file_digest(previous_model),
             "earlier_bred": [_digest(json.loads((resolve(cfg.folder(e)) / "bred" / "meta.json").read_text()))
                              for e in names[:position]],
-            "breed": {k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
-                      for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb", "landmarks")},
-            "detect": params.detect.to_dict() if cfg.landmarks != "none" else None,
+            "breed": {**{k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
+                         for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
+                      "landmarks": landmarks},
+            "detect": params.detect.to_dict() if landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
             # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
             "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")
-                     + (("detect.py", "landmark_fit.py") if cfg.landmarks != "none" else ())],
+                     + (("detect.py", "landmark_fit.py") if landmarks != "none" else ())],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
             "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
     train_key = {k: v for k, v in plain(train_cfg.to_dict()).items()
@@ -352,7 +364,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             raise RuntimeError(f"breed[{name}]: none of the sampled real photos could be used")
         log(f"breed[{name}]: {len(records)} photos ({photos.counts()} available, train part)")
         targets, settings = None, None
-        if cfg.landmarks != "none":   # detector-guided refinement: the bred samples carry the photos' poses
+        if landmarks != "none":   # detector-guided refinement: the bred samples carry the photos' poses
             from .detect import FaceDetector, detect_crops
             from .landmark_fit import LandmarkFitSettings
 

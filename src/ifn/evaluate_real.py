@@ -6,6 +6,8 @@ Variants (one metrics object each in metrics/evaluate_real.json):
   refined             the final network + `evaluate_real.refine_steps` steps of analysis-by-synthesis refinement
   optimization_only   refinement from the mean face (refine.baseline_steps), no network (ifn.fit.fit_from_mean)
 With a detector (params `detect.detector`, default mediapipe), the detector-guided path beside them:
+  <guided round>                the network after each round of breed.guided_rounds (guided_1, ...): breeding
+                                whose refinement the detector's landmarks anchor (ifn.breed), network only
   real_finetuned                the network of stage finetune_real (`finetune.init` fine-tuned on real photos
                                 with the detector's landmarks, ifn.finetune), network only: no detector at
                                 test time
@@ -52,11 +54,19 @@ METRIC_NAMES = ("photometric_mae", "nme_mean", "nme_0_30", "nme_30_60", "nme_60_
 
 
 def variant_networks(params: Params) -> dict[str, str]:
-    """Variant name -> model.pt path (project-relative) of the network variants, in pipeline order."""
+    """Variant name -> model.pt path (project-relative) of the detector-free network variants, in pipeline
+    order (the last one is the final network)."""
     out = {"synthetic_only": f"{params.train.out_dir}/{params.train.loss}/model.pt"}
     for name in params.breed.names:
         out[name] = f"{params.breed.folder(name)}/model.pt"
     return out
+
+
+def guided_networks(params: Params) -> dict[str, str]:
+    """Variant name -> model.pt path of the detector-guided breeding rounds (none without a detector)."""
+    if not params.detect.enabled:
+        return {}
+    return {name: f"{params.breed.folder(name)}/model.pt" for name in params.breed.guided_names}
 
 
 def heldout_photos(params: Params, n: int, size: int, log=print) -> tuple[np.ndarray, list[dict]]:
@@ -347,6 +357,8 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         targets = detect_targets(params, bench, photos, log)
         detector_seconds = time.perf_counter() - t0
         settings = LandmarkFitSettings.from_config(params.detect)
+        for variant, path in guided_networks(params).items():
+            estimators[variant] = Estimator(load_variant(path), batch_size=cfg.batch_size)
         ft_net = load_variant(f"{params.finetune.out_dir}/model.pt")
         estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size)
         # The detector-guided path's own network is the start: on the tuning images it leaves the fit less to

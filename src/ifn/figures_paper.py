@@ -227,22 +227,31 @@ REAL_PANELS = (("photometric_mae", "photometric MAE (held-out photos)", 1.0),
 REFERENCE_STYLES = {"refined": "C1", "optimization_only": "C3"}
 
 
-def rounds_figure(metrics_real: Mapping[str, Mapping[str, float]], rounds: Sequence[str]) -> Figure:
+def rounds_figure(metrics_real: Mapping[str, Mapping[str, float]], rounds: Sequence[str],
+                  guided: Sequence[str] = ()) -> Figure:
     """Error against bootstrapping round (metrics/evaluate_real.json): x = synthetic_only then each round,
-    panels photometric MAE and NME (%), lines with markers (missing / NaN values leave gaps); dashed
-    horizontal lines for "refined" (final network + refinement) and "optimization_only" where present."""
-    xs = ["synthetic_only", *rounds]
+    panels photometric MAE and NME (%), lines with markers (missing / NaN values leave gaps); the detector-guided
+    chain `guided` (breed.guided_rounds, also from synthetic_only) as a second line where it was evaluated;
+    dashed horizontal lines for "refined" (final network + refinement) and "optimization_only" where present."""
+    guided = [g for g in guided if g in metrics_real]
+    n = 1 + max(len(rounds), len(guided))
+    chains = [("network, breeding", "C0", ["synthetic_only", *rounds])]
+    if guided:
+        chains.append(("network, detector-guided breeding", "C2", ["synthetic_only", *guided]))
     fig = Figure(figsize=(8.5, 3.2))
     axes = fig.subplots(1, len(REAL_PANELS))
     for ax, (key, title, scale) in zip(axes, REAL_PANELS):
-        ys = np.array([_value(metrics_real.get(v, {}), key) for v in xs]) * scale
-        ax.plot(np.arange(len(xs)), ys, "o-", color="C0", label="network")
+        for label, color, xs in chains:
+            ys = np.array([_value(metrics_real.get(v, {}), key) for v in xs]) * scale
+            ax.plot(np.arange(len(xs)), ys, "o-", color=color, label=label if guided else "network")
         for variant, color in REFERENCE_STYLES.items():
             y = _value(metrics_real.get(variant, {}), key) * scale
             if math.isfinite(y):
                 ax.axhline(y, ls="--", color=color, label=_pretty(variant))
-        ax.set_xticks(np.arange(len(xs)), [_pretty(v) for v in xs], fontsize=8)
-        ax.set_xlim(-0.5, len(xs) - 0.5)
+        ticks = [_pretty("synthetic_only")] + [" / ".join(_pretty(c[k]) for c in (rounds, guided) if k < len(c))
+                                               for k in range(n - 1)]
+        ax.set_xticks(np.arange(n), ticks, fontsize=7)
+        ax.set_xlim(-0.5, n - 0.5)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     _legend_once(axes, fontsize=7)

@@ -96,7 +96,7 @@ def make_figures(params_file: str | Path = "params.yaml", out_dir: str | Path = 
     curves = _json("outputs/evaluate_real/accuracy_vs_time.json")
     rounds = list(params.breed.names)
     written += save_both(fp.loss_ablation_figure(synthetic), out, "loss_ablation")
-    written += save_both(fp.rounds_figure(real, rounds), out, "rounds")
+    written += save_both(fp.rounds_figure(real, rounds, params.breed.guided_names), out, "rounds")
     written += save_both(accuracy_time_figure(curves), out, "accuracy_vs_time")
     written += save_both(fp.nme_yaw_figure(real), out, "nme_yaw")
     maps = np.load(resolve("outputs/evaluate_synthetic/vertex_error_mm.npz"))

@@ -122,10 +122,11 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
                   "(1 = follows the truth, 0 = a constant guess):", "", table(es, pose), ""]
     s += _figures(root, report_dir, "outputs/figures/05_evaluate_synthetic") + [""]
 
-    s += ["## 5. Self-supervised bootstrapping (stages `breed@<round>`)", ""]
-    rounds = list(raw.get("breed", {}).get("rounds", {}) or {})
+    s += ["## 5. Self-supervised bootstrapping (stages `breed@<round>`; detector-guided: `breed_guided@<round>`)", ""]
+    rounds = list(raw.get("breed", {}).get("rounds", {}) or {}) + list(raw.get("breed", {}).get("guided_rounds", {})
+                                                                      or {})
     bred = {r: need(f"{raw['breed']['out_dir']}/{r}/metrics.json") for r in rounds}
-    bred = {k: v for k, v in bred.items() if v}
+    bred = {k: v for k, v in bred.items() if v and not v.get("skipped")}
     if bred:
         s += [table(bred, ["breed_photos", "breed_photometric_network", "breed_photometric_refined",
                            "breed_refine_seconds_per_photo", "breed_bred_samples", "epochs", "steps",
