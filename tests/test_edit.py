@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ifn.edit import (FEATHER_PX, PRESETS, composite, edit_appearance, face_mask, feather_mask, paste_back,
-                      preset_light, relight)
+from ifn.edit import (FEATHER_PX, MAX_RATIO, PRESETS, composite, edit_appearance, face_mask, feather_mask,
+                      paste_back, preset_light, relight)
 from ifn.evaluate import face_triangles
 from ifn.fit import mean_face_params
 from ifn.model.layout import ParamLayout
@@ -134,10 +134,11 @@ def test_relight_with_own_light_is_identity(renderer):
 
 
 def test_relight_closed_form(renderer):
-    """Photo = render under light A: relighting to B gives the render under B (the ratio's closed form)."""
+    """Photo = render under light A: relighting to B gives the render under B (the ratio's closed form; per-pixel
+    ratio, smooth 0)."""
     params = estimate(renderer, "right")
     photo = photo_of(renderer, params)
-    r = relight(renderer, params, photo, preset_light("left", 1.2))
+    r = relight(renderer, params, photo, preset_light("left", 1.2), smooth=0)
     target = params.clone()
     target[renderer.layout["illumination"]] = preset_light("left", 1.2).reshape(-1)
     with torch.no_grad():
@@ -146,6 +147,35 @@ def test_relight_closed_form(renderer):
     err = np.abs(r.edited[inner].astype(int) - expected[inner])
     assert err.max() <= 3 and err.mean() < 0.6, (err.max(), err.mean())
     assert np.abs(photo[inner].astype(int) - expected[inner]).mean() > 20  # and the light did change a lot
+
+
+def test_relight_smoothed_ratio(renderer):
+    """The default ratio is taken between local means: a change that is smooth already (the same light, 1.5x
+    brighter) is transferred exactly; a one-pixel pit of the old render (a nostril a few pixels off the photo's)
+    no longer prints a spike into the photo."""
+    params = estimate(renderer, "right")
+    photo = photo_of(renderer, params)
+    light = renderer.layout.split(params)["illumination"] * 1.5
+    r = relight(renderer, params, photo, light)
+    inner = erode(r.mask, FEATHER_PX).numpy()
+    expected = to_uint8(to_linear(photo) * 1.5)
+    assert np.abs(r.edited[inner].astype(int) - expected[inner]).max() <= 2
+    # A pit: old 0.3 with one pixel at 0.01, new = 2x old except the pit at 0.3 (a per-pixel ratio of 30).
+    mask = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+    mask[:, 16:48, 16:48] = True
+    old = torch.full((1, SIZE, SIZE, 3), 0.3, dtype=torch.float64)
+    new = 2 * old
+    old[0, 32, 32], new[0, 32, 32] = 0.01, 0.3
+    flat = np.full((1, SIZE, SIZE, 3), 100, np.uint8)
+    per_pixel, _ = composite(flat, old, new, mask, "ratio", smooth=0)
+    smooth, _ = composite(flat, old, new, mask, "ratio", smooth=3)
+    lin = to_linear(flat[0])
+    gain = lambda img: (to_linear(img[0]) / lin)[32, 32].mean().item()   # noqa: E731
+    assert abs(gain(per_pixel) - MAX_RATIO) < 0.2                 # the clamp, 3 stops
+    assert abs(gain(smooth) - 2.0) < 0.1                           # the pit averages away
+    assert abs((to_linear(smooth[0]) / lin)[20, 40].mean().item() - 2.0) < 0.02   # elsewhere 2x as before
+    with pytest.raises(ValueError, match="smooth"):
+        composite(flat, old, new, mask, "ratio", smooth=-1)
 
 
 def test_albedo_edit_keeps_residual(renderer):
@@ -190,6 +220,21 @@ def test_expression_edit_moves_residual_with_surface(renderer, face_model_full):
     naive_err = (to_linear(naive[0]) - expected).abs()[inner].mean()
     # (measured: 0.0033 vs 0.0156; the rest is bilinear resampling and the shading change of the residual)
     assert warped_err < 0.4 * naive_err and warped_err < 0.006, (warped_err, naive_err)
+
+
+def test_expression_edit_carries_the_residual_as_a_factor(renderer):
+    """Photo = the render at 0.3x brightness (a darker skin than the model's): after an expression change the
+    edit is the new render at 0.3x, also where the new shading differs from the old at the same surface point
+    (a residual carried as a difference, new + (photo - old), gives new - 0.7 old there, below black at worst)."""
+    params = estimate(renderer, "top", yaw=0.1)
+    with torch.no_grad():
+        out = renderer(params[None], background=0.0)
+    photo = photo_of(renderer, params, detail=-0.7 * out.image[0].double())
+    r = edit_appearance(renderer, params, photo, expression={"jawOpen": 1.0})
+    inner = erode(r.mask, FEATHER_PX + 1) & erode(face_mask(renderer, out)[0], FEATHER_PX + 1)
+    err = (to_linear(r.edited) - 0.3 * r.render.double()).abs()[inner]
+    # measured: mean 0.0008, max 0.0032; as a difference 0.0074, 0.077 (the jaw's underside turns from the light)
+    assert err.mean() < 0.002 and err.max() < 0.01, (err.mean(), err.max())
 
 
 def test_coefficients_by_name_index_or_vector(renderer):

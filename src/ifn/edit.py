@@ -13,15 +13,22 @@ Per edit kind:
   transfer would keep the residual at its old brightness and make it look pasted on in a darker light. When
   the model explains the photo exactly the result is exactly the new render (up to RATIO_EPS). The ratio is
   clamped to [0, MAX_RATIO]: where the old render is near black but the photo is not (misfit, grazing normals)
-  an unclamped ratio would blow up.
+  an unclamped ratio would blow up. It is taken between the two renders' local means over the face mask
+  (normalised tent blur of RATIO_SMOOTH_PX): a low-order SH light changes the shading smoothly, but a per-pixel
+  ratio also carries the fine relief of the model (nostrils, eyelid and lip creases, the grazing outline), and
+  where the fit is not exact (a nose a few pixels off) that relief was printed onto the photo as ghost features
+  (bright nostril specks, a ring around the nose, rims along the cheek). A change that is smooth already (e.g.
+  the same light brighter) is transferred exactly either way.
 - reflectance edits (`edit_appearance(reflectance=...)`): difference transfer, edited = new + (photo - old).
   An albedo change is not a uniform scaling of the observed radiance (a PCA step can be colour- and
   position-dependent, and can darken a bright region to black), so the quotient would distort the residual;
   the residual is kept as is.
-- expression edits (`edit_appearance(expression=...)`): the same difference transfer, but the geometry moves,
-  so the residual is carried along with the surface: each pixel of the new render looks up, through its
-  triangle and barycentrics, where the same surface point was in the old render, and samples the old residual
-  there (bilinear over old face pixels whose depth matches that point's, so a point hidden in the old render
+- expression edits (`edit_appearance(expression=...)`): the geometry moves, so the residual is carried along
+  with the surface, as a factor: edited = new * f, f = (photo + eps) / (old + eps) (clamped like the ratio)
+  where the same surface point was in the old render. A difference (new + photo - old) went below black where
+  the new shading is darker than the old one (a dark line along the lips of a smile); a factor cannot. The
+  carrying: each pixel of the new render looks up, through its triangle and barycentrics, where the same
+  surface point was in the old render, and samples the old residual there (bilinear over old face pixels whose depth matches that point's, so a point hidden in the old render
   takes nothing from the surface that hid it). A mole stays on the cheek as the cheek moves. New pixels whose
   point was not visible before get the locally smoothed residual (FILL_PX), which keeps the skin tone the model
   misses; with no valid residual nearby they get the plain new render. The edit covers the NEW render's face
@@ -55,6 +62,7 @@ from .render.renderer import FaceRender, Renderer
 from .render.shading import AMBIENT_WHITE, SH_CONVOLUTION, sh_basis
 
 FEATHER_PX = 2           # radius of the mask feather (tent blur), pixels of the crop
+RATIO_SMOOTH_PX = 3      # relighting: radius of the local means the ratio is taken between (0: per pixel)
 RATIO_EPS = 1e-3         # linear RGB added to both renders of the ratio (stabilises near-black pixels)
 MAX_RATIO = 8.0          # clamp of the relighting ratio (3 stops brighter at most)
 DEPTH_TOL_CM = 1.0       # residual warp: an old pixel shows the same surface point if depths agree this well
@@ -157,6 +165,14 @@ def _extend(change: torch.Tensor, mask: torch.Tensor, radius: int, neutral: floa
     return torch.where(mask[..., None], change, ring)
 
 
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, H, W, C) -> the tent-weighted mean of x over the `mask` (B, H, W) pixels within `radius` px (x where
+    no mask pixel is that close)."""
+    m = mask.to(x.dtype)[..., None]
+    num, den = _blur(x * m, radius), _blur(m, radius)
+    return torch.where(den > 1e-9, num / den.clamp_min(1e-12), x)
+
+
 def _to_uint8(linear: torch.Tensor) -> np.ndarray:
     return torch.round(linear_to_srgb(linear) * 255.0).to(torch.uint8).cpu().numpy()
 
@@ -167,8 +183,8 @@ def _photo_linear(photo: np.ndarray) -> torch.Tensor:
 
 
 def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Tensor, mask: torch.Tensor,
-              mode: str = "ratio", feather: int = FEATHER_PX, residual: torch.Tensor | None = None
-              ) -> tuple[np.ndarray, torch.Tensor]:
+              mode: str = "ratio", feather: int = FEATHER_PX, residual: torch.Tensor | None = None,
+              smooth: int = 0) -> tuple[np.ndarray, torch.Tensor]:
     """Transfer the change old_render -> new_render into `photo` inside `mask`.
 
     photo       (B, S, S, 3) uint8 sRGB
@@ -178,6 +194,8 @@ def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Ten
     mode        "ratio": edited = photo * clamp((new + eps) / (old + eps), 0, MAX_RATIO);
                 "difference": edited = new + residual, residual (B, S, S, 3) linear defaulting to photo - old
     feather     radius of the mask feather, px (0: hard mask)
+    smooth      ratio mode: new and old are replaced by their local means over `mask` (normalised tent blur of
+                this radius, px; 0: per pixel) before the ratio is taken
 
     Returns (edited (B, S, S, 3) uint8 sRGB, alpha (B, S, S) float64 feathered weights). Pixels with alpha 0
     (farther than `feather` px from the mask) are copied bit-for-bit from `photo`.
@@ -199,7 +217,11 @@ def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Ten
     lin = _photo_linear(photo)
     old, new = old_render.detach().cpu().double(), new_render.detach().cpu().double()
     mask = mask.cpu()
+    if int(smooth) < 0:
+        raise ValueError(f"smooth must be >= 0 px, got {smooth}")
     if mode == "ratio":
+        if smooth:
+            new, old = _masked_mean(new, mask, int(smooth)), _masked_mean(old, mask, int(smooth))
         ratio = ((new.clamp_min(0) + RATIO_EPS) / (old.clamp_min(0) + RATIO_EPS)).clamp(0.0, MAX_RATIO)
         target = lin * _extend(ratio, mask, feather, 1.0)
     else:
@@ -324,13 +346,15 @@ def _finish(edited, new, old, mask, alpha, params, mode, single) -> EditResult:
 
 
 @torch.no_grad()
-def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEATHER_PX) -> EditResult:
+def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEATHER_PX,
+            smooth: int = RATIO_SMOOTH_PX) -> EditResult:
     """Replace the estimated SH light of `params` by `light` and relight `photo` with the ratio image.
 
     params  (P,) or (B, P) estimate for the photo(s), the renderer's ParamLayout
     photo   (S, S, 3) or (B, S, S, 3) uint8 sRGB crop(s), S = renderer.settings.image_size
     light   a PRESETS name, or (9, 3) / (B, 9, 3) camera-space SH coefficients (e.g. another photo's
             `layout.split(p)["illumination"]`)
+    smooth  radius (px) of the local means the ratio is taken between (`composite`; 0: per pixel)
     """
     params, photo, single = _batched(renderer, params, photo)
     groups = dict(renderer.layout.split(params))
@@ -338,7 +362,7 @@ def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEAT
     new_params = renderer.layout.join(groups)
     old, new = renderer(params, background=0.0), renderer(new_params, background=0.0)
     mask = face_mask(renderer, old)  # same geometry: the same pixels as the new render's
-    edited, alpha = composite(photo, old.image, new.image, mask, "ratio", feather)
+    edited, alpha = composite(photo, old.image, new.image, mask, "ratio", feather, smooth=smooth)
     return _finish(edited, new, old, mask, alpha, new_params, "ratio", single)
 
 
@@ -399,8 +423,12 @@ def edit_appearance(renderer: Renderer, params, photo, reflectance: Coefficients
     old_mask, new_mask = face_mask(renderer, old), face_mask(renderer, new)
     residual = None  # same geometry: the residual stays where it is (pixel-aligned, photo - old)
     if not torch.equal(old.vertices, new.vertices):
-        residual = warp_residual(renderer, old, new, _photo_linear(photo) - old.image.cpu().double(),
-                                 old_mask, new_mask)
+        # The residual travels with the surface as a factor (photo / old): applied to the new render it stays
+        # >= 0 where the new shading is darker than the old (a difference could go below black there).
+        old_lin = old.image.cpu().double().clamp_min(0)
+        factor = ((_photo_linear(photo) + RATIO_EPS) / (old_lin + RATIO_EPS)).clamp(0.0, MAX_RATIO)
+        moved = warp_residual(renderer, old, new, factor - 1, old_mask, new_mask)
+        residual = new.image.cpu().double().clamp_min(0) * moved
     edited, alpha = composite(photo, old.image, new.image, new_mask, "difference", feather, residual)
     return _finish(edited, new, old, new_mask, alpha, new_params, "difference", single)
 
