@@ -8,7 +8,7 @@ import sys
 def cmd_info(args) -> int:
     """Print the configured face model, parameter layout and renderer settings."""
     from .config import load_params
-    from .model.facemodel import load_face_model
+    from .model.loader import load_face_model
     from .model.layout import ParamLayout
 
     params = load_params(args.params)
