@@ -84,7 +84,7 @@ def main(argv=None):
     net_init = None
     if args.network:
         from ifn.evaluate import predict
-        from ifn.reconstruct import load_checkpoint
+        from ifn.apps.checkpoint import load_checkpoint
         net, _ = load_checkpoint(args.network)
         net_init = predict(net, bench["crops"], 64)
         row("network", landmarks_in_image(renderer, net_init, bench["affines"]), gt, yaw)

@@ -7,7 +7,7 @@ render.image_size images (the network resizes them to train.net.input_size, as i
   train <precision>   images/s of forward + backward + AdamW step at `--batch`, precision 32 and bf16-mixed
                       (torch.autocast on the CPU, as Lightning's "bf16-mixed"); MSE loss on the output
   infer <precision>   ms per image in eval mode without gradients, batch 1 and batch `--batch`
-  infer onnxruntime   the same network exported to ONNX (ifn.export), onnxruntime CPU with --threads threads
+  infer onnxruntime   the same network exported to ONNX (ifn.apps.export), onnxruntime CPU with --threads threads
 Median and best of the timed repeats after warm-up. Numbers are printed, never asserted: they depend on the
 machine and on whatever else runs on it (2-thread OpenMP slows down badly when other processes compete).
 """
@@ -110,10 +110,10 @@ def main(argv=None) -> int:
             rows[f"batch_{b}"] = {"ms_per_image": 1e3 * statistics.median(times) / b,
                                   "best_ms_per_image": 1e3 * min(times) / b}
         result["infer"][precision] = rows
-    try:   # the same network exported to ONNX, under onnxruntime (ifn.export; `ifn reconstruct --checkpoint x.onnx`)
+    try:   # the same network exported to ONNX, under onnxruntime (ifn.apps.export; `ifn reconstruct --checkpoint x.onnx`)
         import tempfile
 
-        from ifn.export import OnnxPredictor, export_onnx
+        from ifn.apps.export import OnnxPredictor, export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             info = {"net": net_cfg, "layout": layout.sizes, "image_size": size}

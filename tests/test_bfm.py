@@ -10,7 +10,8 @@ import torch
 
 from ifn.config import FaceModelConfig
 from ifn.model.bfm import load_bfm
-from ifn.model.facemodel import FaceModel, load_face_model
+from ifn.model.facemodel import FaceModel
+from ifn.model.loader import load_face_model
 from ifn.model.reflectance import ReflectanceModel
 from ifn.paths import DataMissingError
 

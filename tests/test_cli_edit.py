@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from ifn.cli import LIGHT_PRESETS, main
-from ifn.edit import PRESETS
+from ifn.apps.edit import PRESETS
 from ifn.nme import load_aflw2000_dev
 from ifn.real import load_image
 from test_reconstruct import project  # noqa: F401  (fixture: a tiny params.yaml + model.pt)

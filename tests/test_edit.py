@@ -1,4 +1,4 @@
-"""Photo edits (ifn.edit): untouched pixels stay bit-for-bit, closed forms of the ratio and difference transfers,
+"""Photo edits (ifn.apps.edit): untouched pixels stay bit-for-bit, closed forms of the ratio and difference transfers,
 residual detail kept (and carried with the surface under expression changes), paste-back through a crop affine.
 
 Small and fast: 64 px renders of the full ICT mesh (session fixture) with a smooth 3-component albedo model built
@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ifn.edit import (FEATHER_PX, MAX_RATIO, PRESETS, composite, edit_appearance, face_mask, feather_mask,
-                      paste_back, preset_light, relight)
+from ifn.apps.edit import (FEATHER_PX, MAX_RATIO, PRESETS, composite, edit_appearance, face_mask, feather_mask,
+                           paste_back, preset_light, relight)
 from ifn.evaluate import face_triangles
 from ifn.fit import mean_face_params
 from ifn.model.layout import ParamLayout

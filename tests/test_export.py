@@ -1,4 +1,4 @@
-"""ONNX export (ifn.export, `ifn export --onnx`) and onnxruntime inference (`ifn reconstruct --checkpoint x.onnx`):
+"""ONNX export (ifn.apps.export, `ifn export --onnx`) and onnxruntime inference (`ifn reconstruct --checkpoint x.onnx`):
 outputs equal PyTorch's, dynamic batch, metadata round trip, a failing check raises, clear errors."""
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from ifn.apps.checkpoint import load_checkpoint  # noqa: E402
+from ifn.apps.export import OnnxPredictor, export_onnx  # noqa: E402
+from ifn.apps.reconstruct import Reconstructor  # noqa: E402
 from ifn.evaluate import predict  # noqa: E402
-from ifn.export import OnnxPredictor, export_onnx  # noqa: E402
 from ifn.nme import load_aflw2000_dev  # noqa: E402
-from ifn.reconstruct import Reconstructor, load_checkpoint  # noqa: E402
 from test_reconstruct import project  # noqa: E402,F401  (fixture: a tiny params.yaml + model.pt)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,5 +1,5 @@
-"""Reconstruction API and CLI (ifn.reconstruct, `ifn reconstruct`): the coordinate chain from crop to file pixels,
-mesh writers, the CLI on a real photo and bad files, weights-only checkpoints, refinement.
+"""Reconstruction API and CLI (ifn.reconstruct, i.e. ifn.apps.reconstruct; `ifn reconstruct`): the coordinate chain
+from crop to file pixels, mesh writers, the CLI on a real photo and bad files, weights-only checkpoints, refinement.
 
 Fast and independent of pipeline outputs: 64 px renders of the ICT face region with a 4-component albedo model
 built here; the CLI runs on 32 px crops with an untrained tiny network saved on the fly.
@@ -18,6 +18,10 @@ import torch
 import yaml
 from PIL import Image
 
+from ifn.apps.boxes import box_for, read_boxes
+from ifn.apps.checkpoint import CheckpointError, CheckpointMissingError, default_checkpoint, load_checkpoint
+from ifn.apps.mesh_io import _srgb_bytes, write_obj, write_ply
+from ifn.apps.reconstruct import Reconstructor
 from ifn.config import FaceModelConfig, NetConfig, PriorConfig, load_params
 from ifn.fit import face_pivot
 from ifn.model.facemodel import load_ict
@@ -25,11 +29,7 @@ from ifn.model.layout import ParamLayout
 from ifn.model.priors import sample_parameters
 from ifn.model.reflectance import ReflectanceModel
 from ifn.nme import load_aflw2000_dev
-from ifn.real import ROI_SHIFT, apply_affine
-from ifn.boxes import box_for, read_boxes
-from ifn.mesh_io import _srgb_bytes, write_obj, write_ply
-from ifn.reconstruct import (CheckpointError, CheckpointMissingError, Reconstructor, default_checkpoint,
-                             load_checkpoint, roi_box)
+from ifn.real import ROI_SHIFT, apply_affine, roi_box
 from ifn.render.color import linear_to_srgb
 from ifn.render.renderer import Renderer, RenderSettings
 from ifn.render.shading import AMBIENT_WHITE
@@ -151,7 +151,7 @@ def test_reframing_without_a_box(renderer, scene):
 
 def test_bad_inputs_and_not_a_face(renderer, scene, tmp_path):
     """One result per input, in order: unusable inputs get a one-line error; a gross mismatch (a saturated flat
-    colour, see ifn.reconstruct's measurements) gets a warning."""
+    colour, see ifn.apps.result's measurements) gets a warning."""
     params, image, _ = scene
     rng = np.random.default_rng(0)
     saturated = np.clip(rng.normal([0, 0, 255], 4, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)  # flat blue

@@ -246,7 +246,8 @@ def test_iris_darker_than_sclera(samples, regions, face_model):
 
 
 def test_build_and_save(tmp_path):
-    from ifn.model.reflectance import ReflectanceModel, build_and_save
+    from ifn.model.loader import build_and_save
+    from ifn.model.reflectance import ReflectanceModel
 
     params = tmp_path / "params.yaml"
     params.write_text(f"seed: 5\nface_model:\n  path: {ICT}\n"

@@ -1,10 +1,10 @@
 """InverseFaceNet re-created (see README.md).
 
-`from ifn import reconstruct` gives the reconstruction API (ifn.reconstruct, callable as
-`reconstruct(images, ...)`); it is imported on first use so that `import ifn` stays light (no torch).
+`from ifn import reconstruct` gives the reconstruction API (ifn.reconstruct: the module ifn.apps.reconstruct,
+callable as `reconstruct(images, ...)`); it is imported on first use so that `import ifn` stays light (no torch).
 """
 
-_LAZY = {"reconstruct": ".reconstruct"}
+_LAZY = {"reconstruct": ".apps.reconstruct"}
 
 
 def __getattr__(name):

@@ -8,7 +8,7 @@ import sys
 def cmd_info(args) -> int:
     """Print the configured face model, parameter layout and renderer settings."""
     from .config import load_params
-    from .model.facemodel import load_face_model
+    from .model.loader import load_face_model
     from .model.layout import ParamLayout
 
     params = load_params(args.params)
@@ -73,7 +73,7 @@ class CliError(Exception):
 # -- shared by reconstruct, relight and edit ----------------------------------------------------------------------
 def _box_table(args) -> dict:
     """The --boxes file as {name: box} ({} without one)."""
-    from .boxes import read_boxes
+    from .apps.boxes import read_boxes
 
     if not args.boxes:
         return {}
@@ -85,8 +85,8 @@ def _box_table(args) -> dict:
 
 def _reconstructor(args):
     """Reconstructor.from_params with the command's --checkpoint, --reflectance and -S overrides."""
-    from .export import OnnxUnavailable
-    from .reconstruct import CheckpointError, Reconstructor
+    from .apps.export import OnnxUnavailable
+    from .apps.reconstruct import CheckpointError, Reconstructor
 
     try:
         # torch.compile of the rasterizer costs ~9 s per process and pays off only on large batches: off here
@@ -119,7 +119,7 @@ def _refine_steps(rec, args) -> int | None:
 
 def _reconstruct_one(rec, args, table, image):
     """One photo's Reconstruction, its largest face (with the command's box table, refinement and re-framing)."""
-    from .boxes import box_for
+    from .apps.boxes import box_for
 
     return rec([image], [box_for(table, str(image))], refine_steps=_refine_steps(rec, args), reframe=args.reframe,
                largest=True, landmarks=not args.no_landmarks)[0]
@@ -130,7 +130,7 @@ def _for_each_photo(rec, args, table, handle) -> int:
     (written as we go). Unusable photos (and photos whose handling raises BadImageError) are skipped with a
     message. Returns the exit status: 0 if at least one photo was handled, else 1."""
     from .real import BadImageError
-    from .boxes import box_for
+    from .apps.boxes import box_for
 
     from tqdm import tqdm
 
@@ -202,7 +202,7 @@ def _add_photo_options(p, verb: str | None = None) -> None:
 # -- reconstruct --------------------------------------------------------------------------------------------------
 def cmd_reconstruct(args) -> int:
     """Reconstruct faces in photos: parameters, landmarks, mesh and an overlay per image (ifn.reconstruct)."""
-    from .mesh_io import write_outputs
+    from .apps.mesh_io import write_outputs
 
     table = _box_table(args)
     rec = _reconstructor(args)
@@ -232,7 +232,7 @@ errors.""", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 # -- relight and edit ---------------------------------------------------------------------------------------------
-LIGHT_PRESETS = ("front", "left", "right", "top", "ambient")   # the names of ifn.edit.PRESETS (checked by a test)
+LIGHT_PRESETS = ("front", "left", "right", "top", "ambient")   # the names of ifn.apps.edit.PRESETS (checked by a test)
 
 
 def _write_edit(res, edit, out_dir, stem: str, suffix: str) -> tuple:
@@ -242,7 +242,7 @@ def _write_edit(res, edit, out_dir, stem: str, suffix: str) -> tuple:
     from PIL import Image
 
     from .atomic import atomic_path
-    from .edit import paste_back
+    from .apps.edit import paste_back
     from .real import BadImageError, load_image
 
     photo = load_image(res.source, max_side=max(res.image_size))   # the file's own pixel grid (EXIF-upright)
@@ -300,10 +300,10 @@ def _light_from(rec, args, table):
 
 
 def cmd_relight(args) -> int:
-    """Relight faces in photos: replace the estimated light by a preset or another photo's light (ifn.edit)."""
+    """Relight faces in photos: replace the estimated light by a preset or another photo's light (ifn.apps.edit)."""
     import torch
 
-    from .edit import preset_light, relight
+    from .apps.edit import preset_light, relight
 
     table = _box_table(args)
     rec = _reconstructor(args)
@@ -328,8 +328,8 @@ def add_relight_parser(sub) -> None:
         "relight", help=cmd_relight.__doc__, description=cmd_relight.__doc__ + """
 
 Each photo is reconstructed as by `ifn reconstruct` (same options), its spherical-harmonics light is replaced
-and the change is transferred into the crop with the ratio image (ifn.edit.relight) and from there into the
-full-resolution photo (ifn.edit.paste_back); pixels away from the face stay bit-for-bit. Writes per image into
+and the change is transferred into the crop with the ratio image (ifn.apps.edit.relight) and from there into the
+full-resolution photo (ifn.apps.edit.paste_back); pixels away from the face stay bit-for-bit. Writes per image into
 --out: <stem>_relit.png (the whole photo, its original size) and <stem>_relit_crop.png (the crop before |
 after). Lights are in camera space: a light taken from another photo keeps its direction relative to the camera.
 Images that cannot be read are skipped with a message. Exit status: 0 if at least one image was processed, 1 if
@@ -389,10 +389,10 @@ def _edit_values(items, size: int, what: str, names=(), lo=None, hi=None) -> dic
 
 
 def cmd_edit(args) -> int:
-    """Edit the appearance of faces in photos: skin reflectance and expression (ifn.edit.edit_appearance)."""
+    """Edit the appearance of faces in photos: skin reflectance and expression (ifn.apps.edit.edit_appearance)."""
     import numpy as np
 
-    from .edit import edit_appearance
+    from .apps.edit import edit_appearance
 
     if not (args.albedo or args.albedo_delta or args.expression or args.expression_delta):
         raise CliError("ifn edit: give at least one edit (--albedo, --albedo-delta, --expression, "
@@ -427,7 +427,7 @@ def add_edit_parser(sub) -> None:
 
 Each photo is reconstructed as by `ifn reconstruct` (same options), the edited parameters are re-rendered and
 the change is transferred into the crop by difference, keeping the photo's detail (moved with the surface for
-expression edits), and from there into the full-resolution photo (ifn.edit.paste_back). Writes per image into
+expression edits), and from there into the full-resolution photo (ifn.apps.edit.paste_back). Writes per image into
 --out: <stem>_edited.png (the whole photo, its original size) and <stem>_edited_crop.png (the crop before |
 after). Each edit option may be repeated; a repeated component: the last value counts; values given by --albedo
 / --expression are set first, then the deltas are added; expression weights end up clamped to [0, 1]. At least
@@ -449,10 +449,10 @@ image was processed, 1 if none, 2 for usage, params or missing-data errors.""",
 
 # -- export -------------------------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
-    """Export the network to ONNX (ifn.export), checked against PyTorch on random crops."""
+    """Export the network to ONNX (ifn.apps.export), checked against PyTorch on random crops."""
     from .config import load_params
-    from .export import OnnxUnavailable, export_onnx
-    from .reconstruct import CheckpointError, _user_path, default_checkpoint, load_checkpoint
+    from .apps.export import OnnxUnavailable, export_onnx
+    from .apps.checkpoint import CheckpointError, _user_path, default_checkpoint, load_checkpoint
 
     try:
         params = load_params(_user_path(args.params), _overrides(args.set))

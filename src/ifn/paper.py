@@ -59,7 +59,7 @@ def smile_expression(renderer, strength: float = 0.8) -> torch.Tensor:
 def _edits_figure(renderer, crops: np.ndarray, records: list, estimates: torch.Tensor, picks):
     """Relit left/right, albedo PC1 +2 sd and a smile, one row per held-out photo of `picks`."""
     from . import figures_paper as fp
-    from .edit import edit_appearance, relight
+    from .apps.edit import edit_appearance, relight
 
     delta = torch.zeros(renderer.layout.n_reflectance)
     delta[0] = 2.0

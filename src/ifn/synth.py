@@ -15,7 +15,7 @@ import torch
 from .atomic import atomic_path
 from .config import Params, SynthesizeConfig, load_params
 from .corpus import SPLITS, write_shard
-from .model.facemodel import load_face_model
+from .model.loader import load_face_model
 from .model.layout import ParamLayout
 from .model.priors import sample_parameters
 from .model.reflectance import ReflectanceModel

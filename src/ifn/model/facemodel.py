@@ -200,14 +200,3 @@ def load_ict(config: FaceModelConfig | None = None) -> FaceModel:
         name=f"ICT-FaceKit Light ({config.region})",
         meta={"path": str(path), "region": config.region, "n_source_vertices": n_src},
     )
-
-
-def load_face_model(config: FaceModelConfig | None = None) -> FaceModel:
-    """Load the model named by `config.path`: the ICT npz, or a BFM-style .mat / generic npz (ifn.model.bfm)."""
-    config = config or FaceModelConfig()
-    path = Path(config.path)
-    if path.suffix == ".npz" and path.name.startswith("ict_"):
-        return load_ict(config)
-    from .bfm import load_bfm  # a generic linear model file
-
-    return load_bfm(path, n_shape=config.n_shape, n_expression=config.n_expression)[0]

@@ -61,7 +61,8 @@ import scipy.linalg
 import torch
 from scipy.special import expit
 
-from ..atomic import save_json, save_npz
+from ..atomic import save_npz
+from ..paths import resolve
 
 # ---------------------------------------------------------------------------------------------------------------
 # Constants of the skin generator (linear RGB).
@@ -563,8 +564,6 @@ class ReflectanceModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "ReflectanceModel":
-        from ..paths import resolve
-
         path = resolve(path)
         if not path.exists():
             raise FileNotFoundError(
@@ -733,30 +732,3 @@ def build_reflectance_model(face_model, config, seed: int) -> tuple[ReflectanceM
                     "total": round(time.perf_counter() - t0, 2)},
     }
     return model, report
-
-
-def build_and_save(params_file: str = "params.yaml", out_dir: str = "models/face_model",
-                   figures_dir: str = "outputs/figures/01_face_model",
-                   metrics_path: str = "metrics/face_model.json") -> dict:
-    """Pipeline stage body: build the reflectance model from params.yaml and save it and its report.
-
-    Writes <out_dir>/reflectance.npz and the report JSON at `metrics_path` (paths relative to the project root).
-    `figures_dir` is accepted for the stage's signature; the figures are made by the notebook
-    (ifn.figures_face_model).
-    """
-    from dataclasses import replace
-
-    from ..config import load_params
-    from ..paths import resolve
-    from .facemodel import load_ict
-
-    params = load_params(resolve(params_file))
-    face_model = load_ict(replace(params.face_model, region="all"))
-    model, report = build_reflectance_model(face_model, params.reflectance, params.seed)
-    model.meta["face_model"] = params.face_model.path
-    out = resolve(out_dir) / "reflectance.npz"
-    model.save(out)
-    report = {**report, "reflectance_path": str(Path(out_dir) / "reflectance.npz"),
-              "face_model_path": params.face_model.path}
-    save_json(resolve(metrics_path), report)
-    return report

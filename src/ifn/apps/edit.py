@@ -54,12 +54,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evaluate import face_triangles
-from .model.layout import N_SH
-from .real import apply_affine, invert_affine
-from .render.color import linear_to_srgb, srgb_to_linear
-from .render.renderer import FaceRender, Renderer
-from .render.shading import AMBIENT_WHITE, SH_CONVOLUTION, sh_basis
+from ..evaluate import face_triangles
+from ..model.layout import N_SH
+from ..real import apply_affine, invert_affine
+from ..render.color import linear_to_srgb, srgb_to_linear
+from ..render.renderer import FaceRender, Renderer
+from ..render.shading import AMBIENT_WHITE, SH_CONVOLUTION, sh_basis
 
 FEATHER_PX = 2           # radius of the mask feather (tent blur), pixels of the crop
 RATIO_SMOOTH_PX = 3      # relighting: radius of the local means the ratio is taken between (0: per pixel)

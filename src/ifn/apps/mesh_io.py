@@ -1,8 +1,8 @@
 """Writers of a reconstruction (`ifn reconstruct` outputs): OBJ / PLY meshes with per-vertex albedo, the overlay
 panel, and `write_outputs` (JSON summary, mesh, landmarks, overlay), every file written atomically.
 
-    from ifn.mesh_io import write_outputs
-    write_outputs(result, "out/", "photo")     # result: an ifn.reconstruct.Reconstruction
+    from ifn.apps.mesh_io import write_outputs
+    write_outputs(result, "out/", "photo")     # result: an ifn.apps.result.Reconstruction
 """
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .real import BadImageError, apply_affine, load_image
+from ..real import BadImageError, apply_affine, load_image
 
 if TYPE_CHECKING:   # the writers only read a Reconstruction's fields
-    from .reconstruct import Reconstruction
+    from .result import Reconstruction
 
 
 def _srgb_bytes(albedo: np.ndarray) -> np.ndarray:
     """(V, 3) linear albedo -> (V, 3) uint8 sRGB."""
-    from .render.color import linear_to_srgb
+    from ..render.color import linear_to_srgb
 
     s = linear_to_srgb(torch.as_tensor(np.asarray(albedo, dtype=np.float32))).numpy()
     return np.clip(np.round(s * 255), 0, 255).astype(np.uint8)
@@ -34,7 +34,7 @@ MESH_HEADER = ("camera space, centimetres (+x right, +y up, +z towards the viewe
 def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, albedo: np.ndarray, comment: str = "") -> Path:
     """Wavefront OBJ with per-vertex colours (`v x y z r g b`, the albedo in sRGB [0, 1]) and 1-based faces,
     written atomically."""
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     v = np.asarray(vertices, dtype=np.float64)
     c = _srgb_bytes(albedo) / 255.0
@@ -56,7 +56,7 @@ def write_ply(path, vertices: np.ndarray, triangles: np.ndarray, albedo: np.ndar
               comment: str = "") -> Path:
     """PLY (binary little-endian or ascii): float x y z, uchar red green blue (albedo in sRGB), faces as
     uchar-counted int lists; written atomically."""
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     v = np.asarray(vertices, dtype=np.float32)
     c = _srgb_bytes(albedo)
@@ -134,7 +134,7 @@ def write_outputs(result: Reconstruction, out_dir, stem: str, photo: np.ndarray 
     (atomically). mesh_format: obj | ply (binary) | ply-ascii. Returns {kind: path}."""
     from PIL import Image
 
-    from .atomic import atomic_path, save_json
+    from ..atomic import atomic_path, save_json
 
     out_dir = Path(out_dir)
     comment = f"ifn reconstruct {result.source}"

@@ -5,9 +5,12 @@
     r = results[0]
     r.params["rotation"], r.landmarks, r.vertices, r.triangles, r.albedo, r.warning, r.error
 
-`ifn.reconstruct` is this module made callable (calling it calls `reconstruct`), so `from ifn import reconstruct`
-gives a function-like object whether or not the module has been imported before; `Reconstructor` keeps the
-network and renderer loaded between calls.
+`ifn.reconstruct` is this module (ifn.apps.reconstruct, imported by ifn/__init__.py on first use) made callable
+(calling it calls `reconstruct`), so `from ifn import reconstruct` gives a function-like object whether or not the
+module has been imported before; `Reconstructor` keeps the network and renderer loaded between calls. The parts:
+ifn.apps.checkpoint (which network, loaded as a Predictor), ifn.apps.photos (the input photos and boxes),
+ifn.apps.result (Reconstruction, the not-a-face warning), ifn.apps.mesh_io / ifn.apps.boxes (the outputs and
+face-box files of `ifn reconstruct`).
 
 Pipeline per photo (all crops S x S, S = real.working_size(render.image_size) = the network's image_size):
 
@@ -23,11 +26,8 @@ Pipeline per photo (all crops S x S, S = real.working_size(render.image_size) = 
 3. the network's estimate; optionally `refine_steps` of analysis-by-synthesis (ifn.fit.refine, settings of
    params.yaml `refine`) from it, comparing only crop pixels that lie inside the photo (not the padding).
 4. outputs: named parameters, the re-render, the 68 landmarks (renderer landmarks in crop pixels mapped through
-   the crop affine to file pixels), the posed mesh with per-vertex albedo, the photometric error.
-
-"Not a face" heuristic: a reconstruction is flagged (`warning`, never an error) when the mean absolute sRGB
-error over the rendered face pixels exceeds MAX_PHOTOMETRIC_MAE or the rendered face covers less than
-MIN_COVERAGE of the crop. With the current network these catch gross mismatches only (numbers below).
+   the crop affine to file pixels), the posed mesh with per-vertex albedo, the photometric error, and the
+   "not a face" warning (ifn.apps.result: the heuristic and the measurements behind it).
 
 Measured (2026-11-25, 2 CPU threads, render.compile false; the default checkpoint of this checkout,
 models/train/model_space/model.pt: 2 epochs of the first pipeline run)
@@ -46,7 +46,7 @@ models/train/model_space/model.pt: 2 epochs of the first pipeline run)
     python - <<'EOF'
     import numpy as np
     from ifn.nme import load_aflw2000_dev, nme, nme_report
-    from ifn.reconstruct import Reconstructor
+    from ifn.apps.reconstruct import Reconstructor
     rec = Reconstructor.from_params(overrides={"render.compile": False}, batch_size=64)
     dev = load_aflw2000_dev()
     for kw in ({"boxes": list(dev["roi_box"])}, {"reframe": 0}, {"reframe": 1}, {"reframe": 2}):
@@ -62,242 +62,28 @@ zooms in further. Re-measure (and revisit `reframe`) when the network changes. 3
 dev image, roi boxes) lower the photometric MAE 0.206 -> 0.102 but raise the NME 0.235 -> 0.378: on real
 photos the refinement shrinks (landmark box 0.79 of the truth) and moves the face to explain the skin it
 covers, so refined landmarks are worse than the network's.
-
-Photometric MAE over the rendered face (sRGB [0, 1]): real faces, no refinement: AFLW2000 dev with roi boxes
-median 0.215, 90th percentile 0.323, 99th 0.387, max 0.458 (1 % above 0.4); UTKFace / CelebA crops (100
-each, ifn.real.frame_source, reframe=1) 99th percentile 0.30 / 0.26. Non-faces (64 each, 256 px,
-ifn.render.backgrounds with torch.Generator().manual_seed(0), reframe=1): noise median 0.18, textures 0.20
-(90th 0.30), colour gradients 0.19 (90th 0.27), 32 px checkerboards of random colours 0.28, saturated flat
-colours 0.45 (all flagged). After 30 refinement steps faces give median 0.10 (max 0.29) and smooth non-faces
-fit better than faces (gradients 0.03). Coverage: at least 0.53 of the crop for every input without
-refinement; after refinement faces 1st percentile 0.19, non-faces ~0.2. Hence MAX_PHOTOMETRIC_MAE = 0.4
-(above the 99th percentile of real faces) and MIN_COVERAGE = 0.1 (degenerate estimates only).
 """
 from __future__ import annotations
 
 import math
-import pickle
 import sys
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .real import (DEFAULT_FRAMING, MAX_SIDE, MIN_SIDE, ROI_ENLARGE, ROI_SCALE, ROI_SHIFT, BadImageError,  # noqa: F401
-                   apply_affine, crop_box, frame, load_image, roi_box)
-from .paths import resolve
+from ..paths import resolve
+from ..real import (DEFAULT_FRAMING, MAX_SIDE, ROI_ENLARGE, ROI_SCALE, ROI_SHIFT, BadImageError, apply_affine,
+                    crop_box, frame, roi_box)
+from .checkpoint import (CheckpointError, CheckpointMissingError, Predictor, _user_path, default_checkpoint,
+                         load_checkpoint, load_predictor, network_predictor)
+from .photos import _Item, load_photo, valid_pixels
+from .result import MAX_PHOTOMETRIC_MAE, MIN_COVERAGE, Reconstruction, assemble, not_a_face_warning
 
 REFLECTANCE_PATH = "models/face_model/reflectance.npz"
 MIN_REFRAME_SIDE = 8.0           # px of the loaded photo: a smaller predicted landmark box is not trusted
-
-# Not-a-face heuristic (a warning only); the measured values behind them are in the module docstring.
-MAX_PHOTOMETRIC_MAE = 0.4        # mean |render - photo| over the rendered face, sRGB in [0, 1]
-MIN_COVERAGE = 0.1               # rendered face pixels / crop pixels
-
-Predictor = Callable[[np.ndarray], torch.Tensor]   # (N, S, S, 3) uint8 sRGB crops -> (N, P) parameters
-
-
-class CheckpointError(RuntimeError):
-    """A network checkpoint that cannot be used (refused by weights_only loading, or not matching params)."""
-
-
-class CheckpointMissingError(CheckpointError, FileNotFoundError):
-    """No trained network: the pipeline has not been run (or the given path does not exist)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Result
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class Reconstruction:
-    """The reconstruction of one photo. Failed inputs have only `source` and `error` (one line) set.
-
-    params           {group: numpy array} of ifn.model.layout.ParamLayout: shape (n_shape,), expression
-                     (n_expression,) in [0, 1], reflectance (n_reflectance,), illumination (9, 3) SH x RGB,
-                     rotation (3,) yaw, pitch, roll in radians, translation (3,) cm
-    vector           (P,) the same as one flat vector (layout order)
-    landmarks        (68, 2) x, y in the photo FILE's pixels (continuous: pixel centres at +0.5); NaN where the
-                     face model region lacks a landmark
-    landmarks_crop   (68, 2) the same in crop pixels
-    vertices         (V, 3) camera-space posed vertices, cm (+y up, camera at the origin looking down -z)
-    triangles        (F, 3) int vertex ids
-    albedo           (V, 3) per-vertex albedo, linear RGB in [0, 1]
-    crop             (S, S, 3) uint8 sRGB: what the network saw
-    render           (S, S, 3) uint8 sRGB: the re-render composited over the crop
-    mask             (S, S) bool: crop pixels covered by the rendered face
-    affine           (2, 3) crop pixels -> file pixels (ifn.real.apply_affine)
-    box              (4,) x0, y0, x1, y1 file pixels of the face box used (given, or from the predicted
-                     landmarks when re-framed); None for the plain centred framing
-    image_size       (height, width) of the file, pixels
-    framing          "box" | "detected" | "centred" | "reframed" (how the final crop was made)
-    face             index of the face in its photo (0 = largest) when faces were detected
-    score            the detector's confidence for that face (None without detection)
-    detected         (468, 2) the detector's mesh points in file pixels (None without detection)
-    photo            index of the photo in the call that produced this result
-    photometric_mae  mean |render - crop| (sRGB [0, 1], channel mean) over rendered face pixels inside the photo
-    coverage         rendered face pixels / crop pixels
-    """
-
-    source: str
-    error: str | None = None
-    warning: str | None = None
-    params: dict[str, np.ndarray] | None = None
-    vector: np.ndarray | None = None
-    landmarks: np.ndarray | None = None
-    landmarks_crop: np.ndarray | None = None
-    vertices: np.ndarray | None = None
-    triangles: np.ndarray | None = None
-    albedo: np.ndarray | None = None
-    crop: np.ndarray | None = None
-    render: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    affine: np.ndarray | None = None
-    box: np.ndarray | None = None
-    image_size: tuple[int, int] | None = None
-    framing: str | None = None
-    photometric_mae: float | None = None
-    coverage: float | None = None
-    refine_steps: int = 0
-    reframes: int = 0
-    checkpoint: str | None = None
-    notes: list[str] = field(default_factory=list)
-    face: int = 0
-    score: float | None = None
-    detected: np.ndarray | None = None
-    photo: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready description: everything but the images and the mesh (lists instead of arrays)."""
-        def lst(a):
-            return None if a is None else np.asarray(a, dtype=np.float64).tolist()
-
-        out: dict[str, Any] = {"source": self.source, "error": self.error, "warning": self.warning}
-        if not self.ok:
-            return out
-        out.update({
-            "params": {k: lst(v) for k, v in self.params.items()},
-            "units": {"rotation": "radians (yaw, pitch, roll)", "translation": "cm",
-                      "illumination": "(9, 3) SH coefficients x RGB of the incident radiance",
-                      "landmarks": "file pixels x, y (pixel centres at +0.5)"},
-            "landmarks": [[None if not math.isfinite(v) else v for v in p] for p in lst(self.landmarks)],
-            "image_size": list(self.image_size), "crop_size": int(self.crop.shape[0]),
-            "crop_affine": lst(self.affine), "box": lst(self.box), "framing": self.framing,
-            "reframes": self.reframes, "refine_steps": self.refine_steps, "checkpoint": self.checkpoint,
-            "face": self.face, "detector_score": self.score,
-            "photometric_mae": self.photometric_mae, "coverage": self.coverage,
-            "mesh": {"vertices": int(self.vertices.shape[0]), "triangles": int(self.triangles.shape[0])},
-            "notes": list(self.notes),
-        })
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------------------------
-def _user_path(path) -> Path:
-    """A path the user typed: as given (relative to the working directory) if it exists, else relative to the
-    project root (ifn.paths.resolve)."""
-    p = Path(path).expanduser()
-    return p.resolve() if p.exists() else resolve(p)
-
-
-def default_checkpoint(params) -> Path:
-    """The pipeline's best network on real photos: the one fine-tuned on real photos (finetune.out_dir/model.pt,
-    stage finetune_real; it needs no detector at test time), else the final detector-free network
-    (params.final_network(), the last breeding round), else the trained network of train.loss
-    (train.out_dir/<loss>/model.pt). Raises CheckpointMissingError if none exists."""
-    candidates = [resolve(params.finetune.out_dir) / "model.pt", resolve(params.final_network()),
-                  resolve(params.train.out_dir) / params.train.loss / "model.pt"]
-    for path in candidates:
-        if path.exists():
-            return path
-    raise CheckpointMissingError(
-        f"no trained network: none of {', '.join(str(c) for c in candidates)} exists. Run the pipeline first: "
-        f"`dvc repro` (or `make repro`) from the project root, or give a checkpoint (--checkpoint PATH)")
-
-
-def load_checkpoint(path) -> tuple[torch.nn.Module, dict]:
-    """model.pt -> (network in eval mode, info) via ifn.learn.train.load_network, which loads with
-    torch.load(weights_only=True): a file holding arbitrary pickled objects is refused (CheckpointError)."""
-    from .learn.train import load_network
-
-    path = _user_path(path)
-    if not path.is_file():
-        raise CheckpointMissingError(f"checkpoint not found: {path} (train one with `dvc repro` or `make repro`)")
-    try:
-        return load_network(path)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused: not a plain weights-only model.pt ({first})") from None
-    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, OSError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: not an ifn model.pt ({type(e).__name__}: {first})") from None
-
-
-def network_predictor(net: torch.nn.Module, batch_size: int = 64) -> Predictor:
-    """The network as a Predictor (ifn.evaluate.predict: uint8 crops -> parameters, no gradients)."""
-    from .evaluate import predict
-
-    return lambda crops: predict(net, crops, batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Framing helpers
-# ---------------------------------------------------------------------------------------------------------------
-def valid_pixels(affine: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
-    """(size, size) bool: crop pixels whose centre maps inside the photo of `shape` (H, W) (the rest is edge
-    padding and must not count as evidence)."""
-    c = np.arange(size) + 0.5
-    x = affine[0, 0] * c + affine[0, 2]
-    y = affine[1, 1] * c + affine[1, 2]
-    return ((y >= 0) & (y < shape[0]))[:, None] & ((x >= 0) & (x < shape[1]))[None, :]
-
-
-def _as_image(array, min_side: int = MIN_SIDE) -> np.ndarray:
-    """An in-memory image -> (H, W, 3) uint8 (greyscale repeated, alpha dropped); BadImageError if unusable."""
-    a = np.asarray(array)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise BadImageError("<array>", f"expected an (H, W, 3) uint8 image, got shape {a.shape}")
-    if a.dtype != np.uint8:
-        raise BadImageError("<array>", f"expected uint8 pixels, got {a.dtype}")
-    a = np.ascontiguousarray(a[..., :3])
-    if min(a.shape[:2]) < min_side:
-        raise BadImageError("<array>", f"too small: {a.shape[1]}x{a.shape[0]}, needs at least {min_side} px per side")
-    flat = a.reshape(-1, 3)
-    if (flat.max(0).astype(int) - flat.min(0)).max() < 2:
-        raise BadImageError("<array>", "blank image (a single colour)")
-    return a
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The reconstructor
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class _Item:
-    """Per-photo working state (loaded-photo pixels unless named `file`)."""
-
-    index: int
-    source: str
-    image: np.ndarray | None = None
-    scale: float = 1.0            # file pixels per loaded pixel
-    box: np.ndarray | None = None   # loaded pixels
-    crop: np.ndarray | None = None
-    affine: np.ndarray | None = None  # crop px -> loaded px
-    framing: str = "centred"
-    reframes: int = 0
-    notes: list = field(default_factory=list)
-    face: int = 0
-    score: float | None = None
-    points: np.ndarray | None = None   # (468, 2) detected mesh points, loaded pixels
 
 
 class Reconstructor:
@@ -341,30 +127,13 @@ class Reconstructor:
         renderer at the network's image size; the face detector when `detect` is True, or None and params
         `detect.detector` names one that is installed (detect False: none). Raises ParamsError,
         DataMissingError, CheckpointError, ifn.detect.DetectorUnavailable (detect=True without mediapipe)."""
-        from .config import load_params
-        from .landmark_fit import LandmarkFitSettings
-        from .synth import build_renderer
+        from ..config import load_params
+        from ..landmark_fit import LandmarkFitSettings
+        from ..synth import build_renderer
 
         params = load_params(_user_path(params_file), overrides)
         path = _user_path(checkpoint) if checkpoint is not None else default_checkpoint(params)
-        if path.suffix.lower() == ".onnx":   # an exported network (ifn export --onnx): onnxruntime inference
-            from .export import OnnxPredictor, OnnxUnavailable
-
-            if not path.is_file():
-                raise CheckpointMissingError(f"ONNX file not found: {path} (write one with `ifn export --onnx`)")
-            try:
-                predictor = OnnxPredictor(path, batch_size=batch_size)
-            except OnnxUnavailable:
-                raise
-            except Exception as e:
-                raise CheckpointError(f"{path}: not a readable ONNX network ({type(e).__name__}: "
-                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
-            info = predictor.info
-            if "layout" not in info:
-                raise CheckpointError(f"{path}: no ifn metadata (not written by `ifn export --onnx`)")
-        else:
-            net, info = load_checkpoint(path)
-            predictor = network_predictor(net, batch_size)
+        predictor, info = load_predictor(path, batch_size)
         size = params.real.working_size(params.render.image_size)
         if int(info.get("image_size", -1)) != size:
             raise CheckpointError(
@@ -376,7 +145,7 @@ class Reconstructor:
                                   f"{renderer.layout.sizes}: use the params it was trained with")
         detector = None
         if detect or (detect is None and params.detect.enabled):
-            from . import detect as detection
+            from .. import detect as detection
             if detect or detection.available():
                 detector = detection.FaceDetector(params.detect.min_confidence)
         return cls(renderer, predictor, roi_scale=params.real.roi_scale,
@@ -395,20 +164,6 @@ class Reconstructor:
         return out
 
     # -- steps ------------------------------------------------------------------------------------------------
-    def _load(self, index: int, image, box) -> _Item:
-        if isinstance(image, (str, Path)):
-            item = _Item(index, str(image))
-            item.image, item.scale = load_image(image, max_side=self.max_side, return_scale=True)
-        else:
-            item = _Item(index, f"<image {index}>")
-            item.image = _as_image(image)
-        if box is not None:
-            b = np.asarray(box, dtype=np.float64).reshape(-1)
-            if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
-                raise BadImageError(item.source, f"invalid face box {np.asarray(box).tolist()}: need x0 < x1, y0 < y1")
-            item.box, item.framing = b / item.scale, "box"   # file pixels -> loaded pixels
-        return item
-
     def _crop(self, item: _Item) -> None:
         if item.box is None:
             item.crop, item.affine = frame(item.image, DEFAULT_FRAMING, self.size)
@@ -460,7 +215,7 @@ class Reconstructor:
         (ifn.landmark_fit: the landmark-only steps of `landmark_fit`, then `guided_steps` (default `steps`)
         photometric + landmark steps)."""
         guided_steps = steps if guided_steps is None else guided_steps
-        from .fit import refine
+        from ..fit import refine
 
         photos = torch.from_numpy(np.stack([it.crop for it in items])).float() / 255
         valid = torch.from_numpy(np.stack([valid_pixels(it.affine, self.size, it.image.shape[:2]) for it in items]))
@@ -473,7 +228,7 @@ class Reconstructor:
         if guided.any():
             from dataclasses import replace
 
-            from .landmark_fit import fit_detected, to_crop
+            from ..landmark_fit import fit_detected, to_crop
 
             sel = np.flatnonzero(guided)
             targets = np.full((len(items), len(items[sel[0]].points), 2), np.nan)
@@ -484,43 +239,6 @@ class Reconstructor:
                                      **self.refine_kwargs)
             refined[sel] = fitted[sel]
         return refined
-
-    def _assemble(self, items: list[_Item], pred: torch.Tensor, refine_steps: Sequence[int]) -> list[Reconstruction]:
-        from .render.color import linear_to_srgb
-
-        r = self.renderer
-        with torch.no_grad():
-            out = r(pred, background=0.0)
-            srgb = linear_to_srgb(out.image).numpy()
-        groups = r.layout.split(pred)
-        triangles = r.face_model.triangles.cpu().numpy().astype(np.int64)
-        results = []
-        for b, it in enumerate(items):
-            crop = it.crop.astype(np.float32) / 255
-            mask = out.mask[b].numpy()
-            inside = mask & valid_pixels(it.affine, self.size, it.image.shape[:2])
-            err = np.abs(srgb[b] - crop).mean(-1)
-            mae = float(err[inside].mean()) if inside.any() else float("nan")
-            coverage = float(mask.mean())
-            render = np.where(mask[..., None], srgb[b], crop)
-            lm_crop = out.landmarks[b].double().numpy()
-            to_file = it.affine * np.float64(it.scale)   # crop px -> loaded px -> file px
-            h, w = it.image.shape[:2]
-            warning = not_a_face_warning(mae, coverage)
-            results.append(Reconstruction(
-                source=it.source, warning=warning, face=it.face, score=it.score,
-                detected=None if it.points is None else it.points * it.scale,
-                params={k: v[b].detach().numpy().astype(np.float32).copy() for k, v in groups.items()},
-                vector=pred[b].detach().numpy().astype(np.float32).copy(),
-                landmarks=apply_affine(to_file, lm_crop), landmarks_crop=lm_crop,
-                vertices=out.vertices[b].numpy().astype(np.float32), triangles=triangles,
-                albedo=out.albedo[b].numpy().astype(np.float32), crop=it.crop,
-                render=np.clip(np.round(render * 255), 0, 255).astype(np.uint8), mask=mask, affine=to_file,
-                box=None if it.box is None else it.box * it.scale,
-                image_size=(int(round(h * it.scale)), int(round(w * it.scale))), framing=it.framing,
-                photometric_mae=mae, coverage=coverage, refine_steps=int(refine_steps[b]), reframes=it.reframes,
-                checkpoint=self.checkpoint, notes=list(it.notes)))
-        return results
 
     # -- public -----------------------------------------------------------------------------------------------
     def __call__(self, images: Sequence, boxes: Sequence | None = None, refine_steps: int | None = 0,
@@ -551,7 +269,7 @@ class Reconstructor:
             for i in range(start, min(start + self.batch_size, len(images))):
                 source = str(images[i]) if isinstance(images[i], (str, Path)) else f"<image {i}>"
                 try:
-                    item = self._load(i, images[i], boxes[i])
+                    item = load_photo(i, images[i], boxes[i], self.max_side)
                     found = [item]
                     if item.box is None and self.detector is not None:
                         found = self._detect(item, largest)
@@ -569,7 +287,7 @@ class Reconstructor:
             if plain_steps > 0 or any(guided):
                 pred = self._refine(items, pred, plain_steps, guided_steps, landmarks)
             steps = [guided_steps if g else plain_steps for g in guided]
-            for it, res in zip(items, self._assemble(items, pred, steps)):
+            for it, res in zip(items, assemble(self.renderer, items, pred, steps, self.checkpoint)):
                 results[it.index].append(res)
             if log:
                 log(f"reconstruct: {min(start + self.batch_size, len(images))}/{len(images)} images")
@@ -577,17 +295,6 @@ class Reconstructor:
             for r in per_photo:
                 r.photo = i
         return [r for per_photo in results for r in per_photo]
-
-
-def not_a_face_warning(photometric_mae: float, coverage: float) -> str | None:
-    """One line if the reconstruction does not look like a face in the photo (see the module docstring)."""
-    if not math.isfinite(photometric_mae) or coverage < MIN_COVERAGE:
-        return (f"the rendered face covers only {coverage:.0%} of the crop (< {MIN_COVERAGE:.0%}): "
-                f"probably not a face, or badly framed")
-    if photometric_mae > MAX_PHOTOMETRIC_MAE:
-        return (f"photometric error {photometric_mae:.3f} > {MAX_PHOTOMETRIC_MAE} over the rendered face: "
-                f"probably not a face, or badly framed")
-    return None
 
 
 def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None, refine_steps: int | None = None,
@@ -617,10 +324,17 @@ def reconstruct(images: Sequence, boxes: Sequence | None = None, checkpoint=None
                landmarks=landmarks)
 
 
-# The writers (ifn.mesh_io) and face-box files (ifn.boxes), re-exported: `from ifn.reconstruct import write_outputs`
-# keeps working.
-from .boxes import box_for, read_boxes  # noqa: E402,F401
-from .mesh_io import MESH_HEADER, _crop_only, _srgb_bytes, overlay_image, write_obj, write_outputs, write_ply  # noqa: E402,F401
+# The writers (ifn.apps.mesh_io) and face-box files (ifn.apps.boxes) re-exported, and __all__ naming the API of
+# the callable module `ifn.reconstruct` as it was before the split into ifn.apps (`from ifn import reconstruct;
+# reconstruct.write_outputs(...)`, `reconstruct.CheckpointError`, ...).
+from .boxes import box_for, read_boxes  # noqa: E402
+from .mesh_io import MESH_HEADER, overlay_image, write_obj, write_outputs, write_ply  # noqa: E402
+
+__all__ = ["reconstruct", "Reconstructor", "Reconstruction", "not_a_face_warning", "MAX_PHOTOMETRIC_MAE",
+           "MIN_COVERAGE", "MIN_REFRAME_SIDE", "REFLECTANCE_PATH", "CheckpointError", "CheckpointMissingError",
+           "Predictor", "default_checkpoint", "load_checkpoint", "load_predictor", "network_predictor",
+           "valid_pixels", "box_for", "read_boxes", "MESH_HEADER", "overlay_image", "write_obj", "write_outputs",
+           "write_ply"]
 
 
 # `from ifn import reconstruct` gives this module (ifn/__init__.py); calling it calls `reconstruct`.

@@ -1,6 +1,6 @@
 """ONNX export of the network and onnxruntime inference (`ifn export --onnx`, `ifn reconstruct --backend`).
 
-    from ifn.export import export_onnx, OnnxPredictor
+    from ifn.apps.export import export_onnx, OnnxPredictor
     report = export_onnx("models/finetune_real/model.pt", "net.onnx")   # checked against PyTorch
     predict = OnnxPredictor("net.onnx")             # (N, S, S, 3) uint8 crops -> (N, P) torch.float32
 
@@ -50,12 +50,12 @@ def export_onnx(checkpoint, path, *, check: bool = True, n_check: int = 4, seed:
     `path` (written atomically). With `check`, `n_check` random crops are run through PyTorch and onnxruntime
     (and a batch of 1, to exercise the dynamic batch axis); a larger max |difference| than `atol` raises
     ValueError. Returns {"path", "image_size", "outputs", "max_abs_diff", "opset"}."""
-    from .atomic import atomic_path
-    from .learn.module import plain
+    from ..atomic import atomic_path
+    from ..learn.module import plain
 
     _require("onnx", "onnxscript")
     if isinstance(checkpoint, (str, Path)):
-        from .learn.train import load_network
+        from ..learn.train import load_network
         net, info = load_network(checkpoint)
     else:
         net, info = checkpoint
@@ -92,7 +92,7 @@ def export_onnx(checkpoint, path, *, check: bool = True, n_check: int = 4, seed:
 
 
 class OnnxPredictor:
-    """An exported network under onnxruntime, as an ifn.reconstruct Predictor: __call__((N, S, S, 3) uint8 crops)
+    """An exported network under onnxruntime, as an ifn.apps.checkpoint Predictor: __call__((N, S, S, 3) uint8 crops)
     -> (N, P) torch.float32, in batches of `batch_size`; `run((N, 3, S, S) float32)` -> numpy. `threads`: the
     session's intra-op threads (0: onnxruntime's default). `info`: the model.pt info stored at export."""
 
