@@ -15,6 +15,12 @@ starts from):
    `mix_fraction` of them from the bred samples of this round and all earlier ones, the rest from the synthetic
    train split; validation on the synthetic val split (so val numbers stay comparable across rounds).
 
+Two chains of rounds: `breed.rounds` (detector-free: refinement as `breed.landmarks` says, none by default, the
+paper's setting) and `breed.guided_rounds` (stages breed_guided@<round>: step 2's refinement is anchored by the
+detector's landmarks, ifn.landmark_fit with the settings of `detect`; photos without a face get plain
+refinement). Each chain mixes only its own rounds' bred samples; a guided round without a detector
+(detect.detector none) writes only summary.json / metrics.json saying it was skipped.
+
 Outputs in `breed.out_dir/<round>/`: model.pt (best by val/loss, ifn.learn.train.load_network), last.ckpt /
 best.ckpt (an interrupted fine-tuning resumes), summary.json, metrics.json (refinement and fine-tuning numbers),
 curves.png, photos.json (the photos used and their per-photo errors), examples.png, bred/.
