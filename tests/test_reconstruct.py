@@ -319,7 +319,8 @@ def test_missing_checkpoint_says_dvc_repro(project, tmp_path):
     tmp, _ = project
     t, b, f = tmp_path / "train", tmp_path / "breed", tmp_path / "finetune"
     overrides = {"train.out_dir": str(t), "breed.out_dir": str(b), "finetune.out_dir": str(f),
-                 "breed.rounds": {"round_1": f"{t}/model_space", "round_2": f"{b}/round_1"}}
+                 "breed.rounds": {"round_1": f"{t}/model_space", "round_2": f"{b}/round_1"},
+                 "breed.guided_rounds": {"guided_1": f"{t}/model_space", "guided_2": f"{b}/guided_1"}}
     params = load_params(tmp / "params.yaml", overrides)
     with pytest.raises(CheckpointMissingError, match="dvc repro"):
         default_checkpoint(params)
