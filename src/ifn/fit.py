@@ -301,23 +301,14 @@ def refine(renderer: Renderer, images: torch.Tensor, init_params: torch.Tensor, 
         raise ValueError(f"fit_size = {fit_size}: 0 (the renderer's size) or a positive number of pixels")
     if fit_region not in FIT_REGIONS:
         raise ValueError(f"fit_region = {fit_region!r}: one of {', '.join(FIT_REGIONS)}")
-    if (fit_size and fit_size != size) or fit_region != "all":
-        # The same problem, cheaper: fewer pixels and/or only the mesh the photometric term looks at.
-        if fit_region == "face":
-            renderer, landmark_vertices = face_region(renderer, landmark_vertices)
-        if fit_size and fit_size != size:
-            renderer = renderer.resized(fit_size)
-            images = downsample(images, fit_size)
-            landmarks = None if landmarks is None else landmarks * (fit_size / size)
-            image_mask = None if image_mask is None else downsample(image_mask.float()[..., None], fit_size)[..., 0] > 0.5
-        return refine(renderer, images, init_params, steps=steps, lr=lr, optimizer=optimizer, w_photo=w_photo,
-                      w_landmark=w_landmark, w_shape_prior=w_shape_prior, w_reflectance_prior=w_reflectance_prior,
-                      w_expression_prior=w_expression_prior, w_translation_prior=w_translation_prior,
-                      anchor_translation=anchor_translation, robust=robust, huber_delta=huber_delta, w_edge=w_edge,
-                      edge_lambda=edge_lambda, landmarks=landmarks, image_mask=image_mask,
-                      landmark_vertices=landmark_vertices, landmark_weights=landmark_weights, free=free,
-                      group_lr=group_lr, lr_final=lr_final, return_best=return_best, snapshots=snapshots,
-                      log_every=log_every, log=log)
+    # The same problem, cheaper: only the mesh the photometric term looks at and/or fewer pixels.
+    if fit_region == "face":
+        renderer, landmark_vertices = face_region(renderer, landmark_vertices)
+    if fit_size and fit_size != size:
+        renderer = renderer.resized(fit_size)
+        images = downsample(images, fit_size)
+        landmarks = None if landmarks is None else landmarks * (fit_size / size)
+        image_mask = None if image_mask is None else downsample(image_mask.float()[..., None], fit_size)[..., 0] > 0.5
     unknown = set(free) - set(GROUPS)
     if unknown:
         raise ValueError(f"unknown parameter groups {sorted(unknown)}; groups: {', '.join(GROUPS)}")

@@ -156,21 +156,19 @@ def feather_mask(mask: torch.Tensor, radius: int = FEATHER_PX) -> torch.Tensor:
     return torch.where(b >= 1 - 1e-9, torch.ones_like(b), b.clamp(0.0, 1.0))
 
 
-def _extend(change: torch.Tensor, mask: torch.Tensor, radius: int, neutral: float) -> torch.Tensor:
-    """(B, H, W, C) change defined on `mask` (B, H, W) -> the same inside the mask, the mask-weighted local mean
-    (normalised convolution, `radius` px) in the ring around it, `neutral` elsewhere."""
-    m = mask.to(change.dtype)[..., None]
-    num, den = _blur(change * m, radius), _blur(m, radius)
-    ring = torch.where(den > 0, num / den.clamp_min(1e-12), torch.full_like(change, neutral))
-    return torch.where(mask[..., None], change, ring)
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """(B, H, W, C) -> the tent-weighted mean of x over the `mask` (B, H, W) pixels within `radius` px (x where
-    no mask pixel is that close)."""
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, radius: int, fallback: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> the tent-weighted mean of x over the `mask` (B, H, W) pixels within `radius` px
+    (normalised convolution; `fallback` (broadcastable) where no mask pixel is that close)."""
     m = mask.to(x.dtype)[..., None]
     num, den = _blur(x * m, radius), _blur(m, radius)
-    return torch.where(den > 1e-9, num / den.clamp_min(1e-12), x)
+    return torch.where(den > 0, num / den.clamp_min(1e-12), fallback)
+
+
+def _extend(change: torch.Tensor, mask: torch.Tensor, radius: int, neutral: float) -> torch.Tensor:
+    """(B, H, W, C) change defined on `mask` (B, H, W) -> the same inside the mask, the mask-weighted local mean
+    (`radius` px) in the ring around it, `neutral` elsewhere."""
+    ring = _masked_mean(change, mask, radius, torch.full_like(change, neutral))
+    return torch.where(mask[..., None], change, ring)
 
 
 def _to_uint8(linear: torch.Tensor) -> np.ndarray:
@@ -221,7 +219,7 @@ def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Ten
         raise ValueError(f"smooth must be >= 0 px, got {smooth}")
     if mode == "ratio":
         if smooth:
-            new, old = _masked_mean(new, mask, int(smooth)), _masked_mean(old, mask, int(smooth))
+            new, old = _masked_mean(new, mask, int(smooth), new), _masked_mean(old, mask, int(smooth), old)
         ratio = ((new.clamp_min(0) + RATIO_EPS) / (old.clamp_min(0) + RATIO_EPS)).clamp(0.0, MAX_RATIO)
         target = lin * _extend(ratio, mask, feather, 1.0)
     else:
