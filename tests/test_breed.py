@@ -255,3 +255,48 @@ def test_tuning_images_are_never_reported():
         assert not set(rep.tolist()) & set(tune.tolist())
         assert len(rep) == (400 - len(tune) if n in (0, 1000) else n)
     assert len(reported_indices(yaw, 0, 0)) == 400 and len(tuning_indices(yaw, 0)) == 0
+
+
+# -- which groups breeding's refinement moves -----------------------------------------------------------------
+class _ConstantNet(torch.nn.Module):
+    """A stand-in network: the same parameter vector for every image."""
+
+    def __init__(self, params: torch.Tensor):
+        super().__init__()
+        self.register_buffer("params", params)
+
+    def forward(self, x):
+        return self.params.expand(x.shape[0], -1)
+
+
+def test_refine_groups_keep_the_network_pose(full_renderer):
+    """breed.refine_groups without rotation / translation: the bred estimates keep the network's head pose
+    exactly while the other groups still move; the default (all groups) moves the pose too."""
+    from ifn.breed import estimate
+    from ifn.fit import mean_face_params
+    from ifn.render.color import linear_to_srgb
+
+    r = full_renderer
+    truth = mean_face_params(r, 1)
+    truth[0, r.layout["rotation"]] = torch.tensor([0.3, 0.1, 0.05])
+    with torch.no_grad():
+        photo = (linear_to_srgb(r(truth, background=0.0).image) * 255).round().to(torch.uint8).numpy()
+    start = mean_face_params(r, 1)[0]
+    net = _ConstantNet(start)
+    cfg = load_params(ROOT / "params.yaml", {"refine.fit_size": 0, "refine.fit_region": "all"}).refine
+    pose = [i for g in ("rotation", "translation") for i in range(r.layout[g].start, r.layout[g].stop)]
+    kept = estimate(r, net, photo, cfg, 4, log=lambda *a: None,
+                    free=("shape", "expression", "reflectance", "illumination"))
+    assert torch.equal(kept["refined"][0, pose], start[pose])
+    assert not torch.equal(kept["refined"][0, r.layout["illumination"]], start[r.layout["illumination"]])
+    moved = estimate(r, net, photo, cfg, 4, log=lambda *a: None)
+    assert (moved["refined"][0, r.layout["rotation"]] - start[r.layout["rotation"]]).abs().max() > 1e-3
+
+
+def test_refine_groups_are_validated():
+    with pytest.raises(ParamsError, match="breed.refine_groups"):
+        load_params(ROOT / "params.yaml", {"breed.refine_groups": []})
+    with pytest.raises(ParamsError, match="breed.refine_groups"):
+        load_params(ROOT / "params.yaml", {"breed.refine_groups": ["shape", "pose"]})
+    p = load_params(ROOT / "params.yaml", {"breed.refine_groups": ["shape", "illumination"]})
+    assert p.breed.refine_groups == ("shape", "illumination")

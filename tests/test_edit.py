@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ifn.apps.edit import (FEATHER_PX, MAX_RATIO, PRESETS, composite, edit_appearance, face_mask, feather_mask,
-                           paste_back, preset_light, relight)
+from ifn.apps.edit import (FEATHER_PX, MAX_RATIO, PRESETS, TRUST_PX, TRUST_STOPS, agreement, composite,
+                           edit_appearance, face_mask, feather_mask, paste_back, preset_light, relight)
 from ifn.evaluate import face_triangles
 from ifn.fit import mean_face_params
 from ifn.model.layout import ParamLayout
@@ -176,6 +176,67 @@ def test_relight_smoothed_ratio(renderer):
     assert abs((to_linear(smooth[0]) / lin)[20, 40].mean().item() - 2.0) < 0.02   # elsewhere 2x as before
     with pytest.raises(ValueError, match="smooth"):
         composite(flat, old, new, mask, "ratio", smooth=-1)
+
+
+def _patch(mask: torch.Tensor, half: int = 7) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W) bool square of side 2 half + 1 around the centre of the face mask's pixels, and that centre."""
+    ii, jj = torch.nonzero(mask, as_tuple=True)
+    ci, cj = int(ii.float().mean().round()), int(jj.float().mean().round())
+    patch = torch.zeros_like(mask)
+    patch[ci - half:ci + half + 1, cj - half:cj + half + 1] = True
+    return patch & mask, (ci, cj)
+
+
+def test_agreement_closed_form(renderer):
+    """Weights from |log2(local luminance ratio) - its median|: 1 where the photo is the render at any constant
+    gain, 0 under a patch 3 stops darker than the fit explains, the linear ramp between the stops (a patch 1 stop
+    darker: (1.4 - 1.0) / 0.8 = 0.5), 0 outside the mask."""
+    params = estimate(renderer)
+    with torch.no_grad():
+        old = renderer(params[None], background=0.0)
+    mask = face_mask(renderer, old)
+    render = old.image.double()
+    w = agreement(0.4 * render, render, mask)
+    assert torch.allclose(w[mask], torch.ones(()).double()) and (w[~mask] == 0).all()
+    patch, (ci, cj) = _patch(mask[0])
+    for stops, expected in ((3.0, 0.0), (1.0, (TRUST_STOPS[1] - 1.0) / (TRUST_STOPS[1] - TRUST_STOPS[0]))):
+        photo = torch.where(patch[None, ..., None], render * 2.0 ** -stops, render)
+        w = agreement(photo, render, mask)[0]
+        core = erode(patch, TRUST_PX + 1) & erode(mask[0], TRUST_PX + 1)
+        # (RATIO_EPS inside the logarithm moves a 1-stop patch by ~0.01 stop at this skin luminance)
+        assert core.sum() >= 9 and torch.allclose(w[core], torch.tensor(expected).double(), atol=0.02), stops
+        far = erode(~dilate(patch, TRUST_PX + 1), 0) & mask[0]
+        assert torch.allclose(w[far], torch.ones(()).double())
+    with pytest.raises(ValueError, match="stops"):
+        agreement(render, render, mask, stops=(1.0, 0.5))
+
+
+def test_edits_leave_what_the_fit_does_not_explain(renderer):
+    """A dark occluder (3 stops below the fitted skin) where an edit changes the face most: relighting and an
+    expression edit leave its pixels bit-for-bit as they were (away from its edge) and still change the rest of
+    the face; with trust_stops=None the occluder is edited like skin."""
+    params = estimate(renderer, "front")
+    with torch.no_grad():
+        old = renderer(params[None], background=0.0)
+    clean = photo_of(renderer, params)
+    edits = {"relight": lambda photo, **k: relight(renderer, params, photo, "left", **k),
+             "expression": lambda photo, **k: edit_appearance(
+                 renderer, params, photo, expression={"mouthSmile_L": 0.8, "mouthSmile_R": 0.8, "jawOpen": 0.3}, **k)}
+    for name, fn in edits.items():
+        change = np.abs(fn(clean).edited.astype(int) - clean).sum(-1)
+        inner = (erode(face_mask(renderer, old)[0], 6) & erode(fn(clean).mask, 6)).numpy()
+        ci, cj = np.unravel_index(np.argmax(np.where(inner, change, -1)), change.shape)
+        patch = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        patch[ci - 6:ci + 7, cj - 6:cj + 7] = True
+        patch &= face_mask(renderer, old)[0]
+        photo = photo_of(renderer, params, detail=-(1 - 2.0 ** -3) * old.image[0].double() * patch[..., None])
+        core = erode(patch, TRUST_PX).numpy()
+        assert core.sum() >= 4, name
+        r, blind = fn(photo), fn(photo, trust_stops=None)
+        assert np.array_equal(r.edited[core], photo[core]), name
+        assert np.abs(blind.edited[core].astype(int) - photo[core]).max() >= 3, name
+        rest = (erode(r.mask, FEATHER_PX) & ~dilate(patch, TRUST_PX + FEATHER_PX + 2)).numpy()
+        assert np.abs(r.edited[rest].astype(int) - photo[rest]).max() >= 10, name
 
 
 def test_albedo_edit_keeps_residual(renderer):

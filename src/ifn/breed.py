@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .atomic import atomic_path, save_figure, save_json
-from .config import BreedConfig, PerturbConfig, load_params
+from .config import FIT_GROUPS, BreedConfig, PerturbConfig, load_params
 from .corpus import Corpus, write_shard
 from .learn.data import AugmentCollate, CorpusDataModule, SyntheticDataset
 from .paths import resolve
@@ -121,11 +121,14 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
 
 
 def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print,
-             targets: np.ndarray | None = None, landmark_settings=None) -> dict[str, Any]:
+             targets: np.ndarray | None = None, landmark_settings=None, free: Sequence[str] | None = None
+             ) -> dict[str, Any]:
     """Network estimates of (N, S, S, 3) uint8 crops, refined by `steps` steps of ifn.fit.refine (params
     `refine`, batches of refine.batch_size). With detector `targets` (N, 468, 2) crop pixels (NaN rows: no face)
     and `landmark_settings` (ifn.landmark_fit.LandmarkFitSettings), photos with a face get the detector-guided
-    fit instead (its landmark-only steps, then `steps` photometric + landmark steps). Returns dict network
+    fit instead (its landmark-only steps, then `steps` photometric + landmark steps). `free`: the parameter
+    groups the plain refinement optimises (default all; e.g. without rotation / translation the network's head
+    pose is kept). Returns dict network
     (N, P), refined (N, P), photometric MAE and face coverage of both (N,) (ifn.evaluate.photo_errors), seconds
     of each step, guided (N,) bool."""
     from dataclasses import replace
@@ -146,7 +149,7 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
         log(f"detector-guided fits of {int(guided.sum())}/{len(crops)} photos ({time.perf_counter() - t1:.0f} s)")
     rest = np.flatnonzero(~guided)
     if steps > 0 and len(rest):
-        kwargs = {**refine_cfg.refine_kwargs(), "steps": steps}
+        kwargs = {**refine_cfg.refine_kwargs(), "steps": steps, **({"free": tuple(free)} if free else {})}
         for start in range(0, len(rest), refine_cfg.batch_size):
             sl = rest[start:start + refine_cfg.batch_size]
             images = torch.from_numpy(np.ascontiguousarray(crops[sl])).float() / 255
@@ -333,6 +336,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                              for e in names[:position]],
             "breed": {**{k: plain(getattr(cfg, k)) if k != "perturb" else cfg.perturb.to_dict()
                          for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
+                      **({"refine_groups": list(cfg.refine_groups)} if set(cfg.refine_groups) != set(FIT_GROUPS)
+                         else {}),
                       "landmarks": landmarks},
             "detect": params.detect.to_dict() if landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
@@ -378,7 +383,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                 targets = detect_crops(detector, crops)
             settings = LandmarkFitSettings.from_config(params.detect)
         est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log,
-                       targets, settings)
+                       targets, settings, cfg.refine_groups)
         g = torch.Generator().manual_seed(seed)
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()

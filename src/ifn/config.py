@@ -281,6 +281,7 @@ class TrainConfig(Section):
 
 REAL_SOURCES = ("aflw", "utkface", "celeba")   # folders of data/real (framing per source: ifn.real)
 ROBUST = ("huber", "l1", "l2")                 # robust penalties of the refinement's photometric term
+FIT_GROUPS = ("shape", "expression", "reflectance", "illumination", "rotation", "translation")  # ifn.fit.GROUPS
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,7 @@ class BreedConfig(Section):
     out_dir: str = param("models/breed")
     photos_per_round: int = param(256, **_num(1, 10_000_000, integer=True))
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
+    refine_groups: tuple = param(list(FIT_GROUPS), list_of=_choice(*FIT_GROUPS))
     variants_per_photo: int = param(4, **_num(1, 1000, integer=True))
     mix_fraction: float = param(0.5, **_num(0.0, 1.0))
     epoch_size: int = param(4096, **_num(1, 10_000_000, integer=True))
@@ -388,6 +390,9 @@ class BreedConfig(Section):
         return dataclasses.replace(super().from_dict(raw, section), perturb=perturb)
 
     def validate(self):
+        if not self.refine_groups:
+            raise ParamsError("params.yaml: breed.refine_groups is invalid: at least one of "
+                              f"{', '.join(FIT_GROUPS)} (refine_steps: 0 switches refinement off)")
         rounds = self.rounds
         if not isinstance(rounds, Mapping) or not rounds:
             raise ParamsError(f"params.yaml: breed.rounds = {rounds!r} is invalid: a mapping round name -> folder "

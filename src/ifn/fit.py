@@ -47,14 +47,14 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import ROBUST, RefineConfig  # noqa: F401  (RefineConfig: section `refine`, re-exported)
+from .config import FIT_GROUPS, ROBUST, RefineConfig  # noqa: F401  (RefineConfig: section `refine`, re-exported)
 from .evaluate import face_triangles
 from .render.camera import euler_to_matrix
 from .render.color import linear_to_srgb
 from .render.renderer import Renderer
 from .render.shading import AMBIENT_WHITE
 
-GROUPS = ("shape", "expression", "reflectance", "illumination", "rotation", "translation")
+GROUPS = FIT_GROUPS        # the parameter groups a fit can optimise (params: breed.refine_groups)
 # Step size of each group relative to `lr` (Adam moves a coordinate by about lr * scale per step).
 GROUP_LR = {
     "shape": 1.0,          # N(0, 1) weights

@@ -35,6 +35,13 @@ Per edit kind:
   mask only: where the old face no longer is, the photo is left as it was (no background is inpainted; the
   inside of a newly opened mouth is not part of the model's face and is not changed either).
 
+Trust (`agreement`): the fitted face often covers pixels it does not explain: a hand or hair in front of the
+face, the neck under a jaw fitted too low, background beyond a misplaced outline. Edited there, the photo took
+the render's features (a pale patch over a hand, a streak along the cheek outline, a band under the chin). So
+each edit applies by how well the fit explains the photo locally: the local-mean luminance ratio photo / render
+(TRUST_PX), relative to its median over the face (a light off by a constant factor still agrees), gives weight
+1 within TRUST_STOPS[0] stops and 0 beyond TRUST_STOPS[1]; `trust_stops=None` edits the whole mask.
+
 Compositing: only the face part (`ifn.evaluate.face_triangles`) of the render counts; its mask is feathered
 by a separable tent blur of radius `feather` px, and the per-pixel change (ratio or difference) is extended
 into the feather ring by normalised convolution. Pixels farther than `feather` px (Chebyshev distance) from the
@@ -67,6 +74,10 @@ RATIO_EPS = 1e-3         # linear RGB added to both renders of the ratio (stabil
 MAX_RATIO = 8.0          # clamp of the relighting ratio (3 stops brighter at most)
 DEPTH_TOL_CM = 1.0       # residual warp: an old pixel shows the same surface point if depths agree this well
 FILL_PX = 4              # residual warp: radius of the smoothing that fills newly visible face pixels
+LUMINANCE = (0.2126, 0.7152, 0.0722)  # Rec. 709 relative luminance of linear R, G, B
+TRUST_PX = 3             # agreement of photo and fit: radius of the local means compared (px)
+TRUST_STOPS = (0.6, 1.4) # ... |log2 luminance ratio| (relative to the face's median) below which the edit applies
+                         # fully and above which not at all (stops; linear fade between)
 MODES = ("ratio", "difference")
 
 Light = Union[str, torch.Tensor, np.ndarray]
@@ -171,6 +182,37 @@ def _extend(change: torch.Tensor, mask: torch.Tensor, radius: int, neutral: floa
     return torch.where(mask[..., None], change, ring)
 
 
+def agreement(photo_linear: torch.Tensor, render: torch.Tensor, mask: torch.Tensor, radius: int = TRUST_PX,
+              stops: tuple[float, float] = TRUST_STOPS) -> torch.Tensor:
+    """How well the fit explains the photo, per pixel: (B, H, W) weights in [0, 1] (0 outside `mask`).
+
+    photo_linear, render  (B, H, W, 3) linear RGB (the photo and the render of its estimate)
+    mask                  (B, H, W) bool, the render's face pixels
+
+    d = |log2(Y_photo / Y_render) - median over the mask|, Y the luminance of the local means (`radius` px,
+    over the mask), so a fit whose light is off by a constant factor still agrees everywhere; weight 1 for
+    d <= stops[0], 0 for d >= stops[1], linear between. Where the fitted face covers something else (the neck
+    under a jaw fitted too low, a hand or hair in front of the face, background beyond the outline), the photo is
+    several stops darker or brighter than the render and the edit should leave it alone; where the model
+    explains the photo exactly the weight is 1.
+    """
+    lo, hi = float(stops[0]), float(stops[1])
+    if not 0 <= lo < hi:
+        raise ValueError(f"agreement stops must be 0 <= lo < hi, got {stops}")
+    luma = torch.tensor(LUMINANCE, dtype=torch.float64)
+    p = _masked_mean(photo_linear.double(), mask, radius, photo_linear.double()) @ luma
+    r = _masked_mean(render.detach().cpu().double().clamp_min(0), mask, radius,
+                     render.detach().cpu().double().clamp_min(0)) @ luma
+    d = torch.log2((p + RATIO_EPS) / (r + RATIO_EPS))
+    out = torch.zeros_like(d)
+    for b in range(d.shape[0]):
+        m = mask[b]
+        if m.any():
+            dev = (d[b] - d[b][m].median()).abs()
+            out[b] = torch.where(m, ((hi - dev) / (hi - lo)).clamp(0.0, 1.0), torch.zeros_like(dev))
+    return out
+
+
 def _to_uint8(linear: torch.Tensor) -> np.ndarray:
     return torch.round(linear_to_srgb(linear) * 255.0).to(torch.uint8).cpu().numpy()
 
@@ -182,7 +224,7 @@ def _photo_linear(photo: np.ndarray) -> torch.Tensor:
 
 def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Tensor, mask: torch.Tensor,
               mode: str = "ratio", feather: int = FEATHER_PX, residual: torch.Tensor | None = None,
-              smooth: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+              smooth: int = 0, trust: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Transfer the change old_render -> new_render into `photo` inside `mask`.
 
     photo       (B, S, S, 3) uint8 sRGB
@@ -194,6 +236,8 @@ def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Ten
     feather     radius of the mask feather, px (0: hard mask)
     smooth      ratio mode: new and old are replaced by their local means over `mask` (normalised tent blur of
                 this radius, px; 0: per pixel) before the ratio is taken
+    trust       optional (B, S, S) weights in [0, 1] on `mask` (e.g. `agreement`): the edit applies by this much
+                (the photo stays where it is 0); extended into the feather ring like the change
 
     Returns (edited (B, S, S, 3) uint8 sRGB, alpha (B, S, S) float64 feathered weights). Pixels with alpha 0
     (farther than `feather` px from the mask) are copied bit-for-bit from `photo`.
@@ -226,6 +270,10 @@ def composite(photo: np.ndarray, old_render: torch.Tensor, new_render: torch.Ten
         res = lin - old if residual is None else residual.detach().cpu().double()
         target = lin + _extend(new + res - lin, mask, feather, 0.0)
     alpha = feather_mask(mask, feather)
+    if trust is not None:
+        if tuple(trust.shape) != shape[:-1]:
+            raise ValueError(f"trust has shape {tuple(trust.shape)}, expected {shape[:-1]}")
+        alpha = alpha * _extend(trust.detach().cpu().double()[..., None], mask, feather, 0.0)[..., 0]
     out = _to_uint8(lin + alpha[..., None] * (target - lin))
     keep = (alpha <= 0).numpy()[..., None]
     return np.where(keep, photo, out), alpha
@@ -345,7 +393,7 @@ def _finish(edited, new, old, mask, alpha, params, mode, single) -> EditResult:
 
 @torch.no_grad()
 def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEATHER_PX,
-            smooth: int = RATIO_SMOOTH_PX) -> EditResult:
+            smooth: int = RATIO_SMOOTH_PX, trust_stops: tuple[float, float] | None = TRUST_STOPS) -> EditResult:
     """Replace the estimated SH light of `params` by `light` and relight `photo` with the ratio image.
 
     params  (P,) or (B, P) estimate for the photo(s), the renderer's ParamLayout
@@ -353,6 +401,8 @@ def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEAT
     light   a PRESETS name, or (9, 3) / (B, 9, 3) camera-space SH coefficients (e.g. another photo's
             `layout.split(p)["illumination"]`)
     smooth  radius (px) of the local means the ratio is taken between (`composite`; 0: per pixel)
+    trust_stops  the edit applies by `agreement` of photo and fit (these stops), so pixels the fitted face
+            covers but does not explain keep their light; None: everywhere on the face mask
     """
     params, photo, single = _batched(renderer, params, photo)
     groups = dict(renderer.layout.split(params))
@@ -360,7 +410,8 @@ def relight(renderer: Renderer, params, photo, light: Light, feather: int = FEAT
     new_params = renderer.layout.join(groups)
     old, new = renderer(params, background=0.0), renderer(new_params, background=0.0)
     mask = face_mask(renderer, old)  # same geometry: the same pixels as the new render's
-    edited, alpha = composite(photo, old.image, new.image, mask, "ratio", feather, smooth=smooth)
+    trust = None if trust_stops is None else agreement(_photo_linear(photo), old.image, mask, stops=trust_stops)
+    edited, alpha = composite(photo, old.image, new.image, mask, "ratio", feather, smooth=smooth, trust=trust)
     return _finish(edited, new, old, mask, alpha, new_params, "ratio", single)
 
 
@@ -402,13 +453,16 @@ def _edit_group(base: torch.Tensor, value, delta, what: str, names: Sequence[str
 @torch.no_grad()
 def edit_appearance(renderer: Renderer, params, photo, reflectance: Coefficients | None = None,
                     reflectance_delta: Coefficients | None = None, expression: Coefficients | None = None,
-                    expression_delta: Coefficients | None = None, feather: int = FEATHER_PX) -> EditResult:
+                    expression_delta: Coefficients | None = None, feather: int = FEATHER_PX,
+                    trust_stops: tuple[float, float] | None = TRUST_STOPS) -> EditResult:
     """Change reflectance and/or expression weights, re-render and transfer the change by difference.
 
     params, photo as in `relight`. Each of the four edits is a (K,) or (B, K) array-like, or a mapping
     {index: value} (expressions also {name: value}, names from renderer.face_model.expression_names):
     `reflectance` / `expression` set weights, `*_delta` add to them (set first, then add). Reflectance weights
     are the PCA's N(0, 1) units; expression weights are ICT blendshape weights (nominally [0, 1], not clamped).
+    trust_stops as in `relight`: photo pixels the old fit covers but does not explain are left alone (new face
+    pixels outside the old face take the local mean of the old weights within FILL_PX, else 1).
     """
     params, photo, single = _batched(renderer, params, photo)
     g = renderer.layout.split(params)
@@ -427,7 +481,12 @@ def edit_appearance(renderer: Renderer, params, photo, reflectance: Coefficients
         factor = ((_photo_linear(photo) + RATIO_EPS) / (old_lin + RATIO_EPS)).clamp(0.0, MAX_RATIO)
         moved = warp_residual(renderer, old, new, factor - 1, old_mask, new_mask)
         residual = new.image.cpu().double().clamp_min(0) * moved
-    edited, alpha = composite(photo, old.image, new.image, new_mask, "difference", feather, residual)
+    trust = None
+    if trust_stops is not None:
+        old_trust = agreement(_photo_linear(photo), old.image, old_mask, stops=trust_stops)
+        trust = _extend(old_trust[..., None], old_mask.cpu(), FILL_PX, 1.0)[..., 0]
+        trust = torch.where(new_mask.cpu(), trust, torch.zeros_like(trust))
+    edited, alpha = composite(photo, old.image, new.image, new_mask, "difference", feather, residual, trust=trust)
     return _finish(edited, new, old, new_mask, alpha, new_params, "difference", single)
 
 
