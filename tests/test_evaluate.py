@@ -49,3 +49,66 @@ def test_landmark_nme_of_reconstruction_errors(constant_albedo_renderer):
     assert shift.std(1).max() < 0.05 * shift.mean()                   # nearly a uniform shift
     np.testing.assert_allclose(errs, shift.mean(1) / gt_box_size(lm_t), rtol=1e-9)
     assert (errs > 0.005).all()
+
+
+def test_mirror_pose_is_the_mirrored_rotation():
+    """R(mirror_pose(p)) = M R(p) M with M = diag(-1, 1, 1) for random angles (float64), the translation's x
+    flips, the other groups stay, and mirroring twice is the identity."""
+    import torch
+
+    from ifn.evaluate_real import mirror_pose
+    from ifn.model.layout import ParamLayout
+    from ifn.render.camera import euler_to_matrix
+
+    layout = ParamLayout(n_shape=3, n_expression=2, n_reflectance=2)
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(16, layout.size, generator=g, dtype=torch.float64)
+    m = mirror_pose(p, layout)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    rot, tr = layout["rotation"], layout["translation"]
+    assert torch.allclose(euler_to_matrix(m[:, rot]), mirror @ euler_to_matrix(p[:, rot]) @ mirror, atol=1e-12)
+    assert torch.equal(m[:, tr], p[:, tr] * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    assert torch.equal(m[:, :rot.start], p[:, :rot.start])
+    assert torch.equal(mirror_pose(m, layout), p)
+
+
+def test_flip_pose_cancels_a_bias_the_mirror_image_shares():
+    """A stand-in network reads yaw and x from the image's left-right asymmetry (mirror-equivariant) plus a
+    constant bias (the same on the mirror image): flip-averaging removes the bias exactly and leaves the
+    equivariant part; without the bias it changes nothing; flip_pose=False is the plain forward pass."""
+    import torch
+
+    from ifn.evaluate import predict
+    from ifn.evaluate_real import network_estimate
+    from ifn.model.layout import ParamLayout
+
+    layout = ParamLayout(n_shape=3, n_expression=2, n_reflectance=2)
+    rot, tr = layout["rotation"], layout["translation"]
+
+    class Net(torch.nn.Module):
+        def __init__(self, bias: float):
+            super().__init__()
+            self.bias = bias
+
+        def forward(self, x):                           # (B, 3, H, W) in [0, 1]
+            w = x.shape[-1]
+            asym = x[..., : w // 2].mean((1, 2, 3)) - x[..., w - w // 2:].mean((1, 2, 3))
+            out = torch.zeros(len(x), layout.size)
+            out[:, rot.start] = asym + self.bias        # yaw
+            out[:, rot.start + 1] = 0.1 + self.bias     # pitch: mirror-invariant, kept
+            out[:, rot.start + 2] = self.bias           # roll: pure bias
+            out[:, tr.start] = 2 * asym                 # x
+            out[:, 0] = x.mean((1, 2, 3))               # a shape weight: the crop's own
+            return out
+
+    crops = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    biased, clean = Net(0.3), Net(0.0)
+    est = network_estimate(biased, crops, layout, batch_size=2)
+    ref = predict(clean, crops)
+    assert torch.allclose(est[:, rot.start], ref[:, rot.start], atol=1e-6)
+    assert torch.allclose(est[:, rot.start + 1], ref[:, rot.start + 1] + 0.3, atol=1e-6)
+    assert torch.allclose(est[:, rot.start + 2], torch.zeros(5), atol=1e-6)
+    assert torch.allclose(est[:, tr.start], ref[:, tr.start], atol=1e-6) and ref[:, tr.start].abs().max() > 1e-3
+    assert torch.equal(est[:, 0], predict(biased, crops)[:, 0])
+    assert torch.allclose(network_estimate(clean, crops, layout), ref, atol=1e-6)
+    assert torch.equal(network_estimate(biased, crops, layout, flip_pose=False), predict(biased, crops))

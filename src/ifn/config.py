@@ -373,7 +373,7 @@ class BreedConfig(Section):
     out_dir: str = param("models/breed")
     photos_per_round: int = param(256, **_num(1, 10_000_000, integer=True))
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
-    refine_groups: tuple = param(list(FIT_GROUPS), list_of=_choice(*FIT_GROUPS))
+    refine_groups: tuple = param(["shape", "expression", "reflectance", "illumination"], list_of=_choice(*FIT_GROUPS))
     variants_per_photo: int = param(4, **_num(1, 1000, integer=True))
     mix_fraction: float = param(0.5, **_num(0.0, 1.0))
     epoch_size: int = param(4096, **_num(1, 10_000_000, integer=True))
@@ -496,6 +496,7 @@ class EvaluateRealConfig(Section):
     benchmark: str = param("data/benchmark/aflw2000_dev")
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
     batch_size: int = param(64, **_num(1, 4096, integer=True))
+    flip_pose: bool = param(True, **_choice(True, False))
 
 
 @dataclass(frozen=True)

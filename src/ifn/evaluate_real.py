@@ -34,6 +34,10 @@ Images (the same for every variant):
                       back to image pixels through the crop.
   seconds_per_image   wall time of estimation (network forward and/or refinement) over both sets / images.
 
+Network estimates (the network-only variants and every refinement's start) average the head pose of each crop
+with that of its horizontal mirror image mapped back (`evaluate_real.flip_pose`, `network_estimate`): a
+test-time augmentation that uses no detector and no label.
+
 Per-image estimates are saved to outputs/evaluate_real/estimates.npz for later figures.
 """
 from __future__ import annotations
@@ -179,22 +183,65 @@ def _crop_batches(crops: np.ndarray, batch: int):
         yield slice(start, start + batch), torch.from_numpy(np.ascontiguousarray(crops[start:start + batch])).float() / 255
 
 
+MIRROR_ROTATION = (-1.0, 1.0, -1.0)     # yaw, pitch, roll of a horizontally mirrored head
+MIRROR_TRANSLATION = (-1.0, 1.0, 1.0)  # x, y, z
+
+
+def mirror_pose(params: torch.Tensor, layout) -> torch.Tensor:
+    """(N, P) estimates -> (N, P) with the pose of the horizontally mirrored head (other groups as they are).
+
+    Mirroring x -> -x about the camera axis (the crop's centre column) maps a rotation R to M R M with
+    M = diag(-1, 1, 1): for rotations about y (yaw) and z (roll) the angle changes sign, about x (pitch) it
+    stays, so R(yaw, pitch, roll) -> R(-yaw, pitch, -roll) in any Euler order; the translation's x changes
+    sign. Identity, expression and albedo modes are not mirror images of each other mode by mode, so those
+    groups are not mirrored.
+    """
+    out = params.clone()
+    rot, tr = layout["rotation"], layout["translation"]
+    out[:, rot] = params[:, rot] * params.new_tensor(MIRROR_ROTATION)
+    out[:, tr] = params[:, tr] * params.new_tensor(MIRROR_TRANSLATION)
+    return out
+
+
+def network_estimate(net, crops: np.ndarray, layout, batch_size: int = 64, flip_pose: bool = True
+                     ) -> torch.Tensor:
+    """(N, S, S, 3) uint8 crops -> (N, P) network estimates; with `flip_pose` the pose (rotation, translation)
+    is the mean of the crop's and its mirror image's mapped back (`mirror_pose`), the other groups the crop's.
+    A network whose pose errors are the same on a photo and its mirror image (a bias towards one side, a tilt)
+    has them cancelled; a mirror-consistent network is unchanged."""
+    from .evaluate import predict
+
+    est = predict(net, crops, batch_size)
+    if flip_pose:
+        back = mirror_pose(predict(net, np.ascontiguousarray(crops[:, :, ::-1]), batch_size), layout)
+        for group in ("rotation", "translation"):
+            sl = layout[group]
+            est[:, sl] = (est[:, sl] + back[:, sl]) / 2
+    return est
+
+
 class Estimator:
     """One variant's way to estimate parameters of (N, S, S, 3) uint8 crops. __call__ returns
     (params (N, P), snapshots {steps: (N, P)} for the accuracy-versus-time curve, timing {network_seconds,
     optimisation_seconds, steps})."""
 
-    def __init__(self, net=None, refine_cfg=None, steps: int = 0, from_mean: bool = False, batch_size: int = 64):
-        self.net, self.refine_cfg, self.steps, self.from_mean, self.batch_size = \
-            net, refine_cfg, int(steps), from_mean, batch_size
+    def __init__(self, net=None, refine_cfg=None, steps: int = 0, from_mean: bool = False, batch_size: int = 64,
+                 flip_pose: bool = False):
+        self.net, self.refine_cfg, self.steps, self.from_mean, self.batch_size, self.flip_pose = \
+            net, refine_cfg, int(steps), from_mean, batch_size, bool(flip_pose)
+
+    def start(self, renderer, crops: np.ndarray) -> torch.Tensor | None:
+        """The network's (N, P) estimates of `crops` (`network_estimate`), None without a network."""
+        if self.net is None:
+            return None
+        return network_estimate(self.net, crops, renderer.layout, self.batch_size, self.flip_pose)
 
     def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
-        from .evaluate import predict
         from .fit import fit_from_mean, refine
 
         n = len(crops)
         t0 = time.perf_counter()
-        init = predict(self.net, crops, self.batch_size) if self.net is not None else None
+        init = self.start(renderer, crops)
         t1 = time.perf_counter()
         snaps: dict[int, list] = {}
         if self.from_mean:
@@ -226,18 +273,17 @@ class LandmarkEstimator(Estimator):
     (net None). __call__(renderer, crops, targets (N, 468, 2) crop pixels, NaN rows where no face was found:
     those images keep their start)."""
 
-    def __init__(self, net, refine_cfg, settings, batch_size: int = 64):
-        super().__init__(net, refine_cfg, 0, net is None, batch_size)
+    def __init__(self, net, refine_cfg, settings, batch_size: int = 64, flip_pose: bool = False):
+        super().__init__(net, refine_cfg, 0, net is None, batch_size, flip_pose)
         self.settings = settings
 
     def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
-        from .evaluate import predict
         from .fit import mean_face_params
         from .landmark_fit import fit_detected
 
         n = len(crops)
         t0 = time.perf_counter()
-        init = mean_face_params(renderer, n) if self.net is None else predict(self.net, crops, self.batch_size)
+        init = mean_face_params(renderer, n) if self.net is None else self.start(renderer, crops)
         t1 = time.perf_counter()
         if targets is None:
             targets = np.full((n, 1, 2), np.nan)
@@ -346,8 +392,10 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
 
     networks = {variant: load_variant(path) for variant, path in variant_networks(params).items()}
     final = list(networks)[-1]
-    estimators = {v: Estimator(net, batch_size=cfg.batch_size) for v, net in networks.items()}
-    estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, batch_size=cfg.batch_size)
+    flip = cfg.flip_pose
+    estimators = {v: Estimator(net, batch_size=cfg.batch_size, flip_pose=flip) for v, net in networks.items()}
+    estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, batch_size=cfg.batch_size,
+                                      flip_pose=flip)
     estimators["optimization_only"] = Estimator(None, params.refine, params.refine.baseline_steps, from_mean=True)
     targets = {"photos": None, "bench": None}
     if params.detect.enabled:   # the detector-guided path, measured beside (never inside) the detector-free one
@@ -358,12 +406,12 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         detector_seconds = time.perf_counter() - t0
         settings = LandmarkFitSettings.from_config(params.detect)
         for variant, path in guided_networks(params).items():
-            estimators[variant] = Estimator(load_variant(path), batch_size=cfg.batch_size)
+            estimators[variant] = Estimator(load_variant(path), batch_size=cfg.batch_size, flip_pose=flip)
         ft_net = load_variant(f"{params.finetune.out_dir}/model.pt")
-        estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size)
+        estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size, flip_pose=flip)
         # The detector-guided path's own network is the start: on the tuning images it leaves the fit less to
         # do where the detector finds no face (bench/landmark_fit.py, README).
-        estimators["refined_landmarks"] = LandmarkEstimator(ft_net, params.refine, settings, cfg.batch_size)
+        estimators["refined_landmarks"] = LandmarkEstimator(ft_net, params.refine, settings, cfg.batch_size, flip)
         estimators["optimization_only_landmarks"] = LandmarkEstimator(None, params.refine, settings, cfg.batch_size)
 
     metrics, estimates, curves = {}, {}, {}
