@@ -427,3 +427,22 @@ def test_public_api_is_lazy_and_callable(project):
                       params_file=tmp / "params.yaml", reflectance_path=refl, reframe=0, detect=False)
     assert [r.ok for r in res] == [True, True]
     np.testing.assert_allclose(res[0].landmarks, res[1].landmarks, atol=1e-4)
+
+
+def test_flip_pose_averages_the_mirrored_crop(renderer, scene):
+    """flip_pose: the predictor also sees each crop mirrored; a predictor that returns the same parameters for
+    both (a constant) gets yaw, roll and x averaged with their negatives (0), pitch and the rest kept."""
+    params, image, _ = scene
+    p = params.clone()
+    rot, tr = renderer.layout["rotation"], renderer.layout["translation"]
+    p[0, rot] = torch.tensor([0.3, 0.2, -0.1])
+    p[0, tr] = torch.tensor([1.5, -0.5, 2.0])
+    pred = Recorder(p)
+    (plain,) = Reconstructor(renderer, pred)([image], reframe=0)
+    (res,) = Reconstructor(renderer, pred, flip_pose=True)([image], reframe=0)
+    assert len(pred.crops) == 3 and np.array_equal(pred.crops[2], pred.crops[1][:, ::-1])
+    as_t = lambda r, k: torch.as_tensor(np.asarray(r.params[k])).float().reshape(-1)
+    assert torch.allclose(as_t(plain, "rotation"), p[0, rot]) and torch.allclose(as_t(plain, "translation"), p[0, tr])
+    assert torch.allclose(as_t(res, "rotation"), torch.tensor([0.0, 0.2, 0.0]), atol=1e-6)
+    assert torch.allclose(as_t(res, "translation"), torch.tensor([0.0, -0.5, 2.0]), atol=1e-6)
+    assert torch.equal(as_t(res, "shape"), as_t(plain, "shape"))

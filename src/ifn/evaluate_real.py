@@ -211,12 +211,20 @@ def network_estimate(net, crops: np.ndarray, layout, batch_size: int = 64, flip_
     has them cancelled; a mirror-consistent network is unchanged."""
     from .evaluate import predict
 
-    est = predict(net, crops, batch_size)
-    if flip_pose:
-        back = mirror_pose(predict(net, np.ascontiguousarray(crops[:, :, ::-1]), batch_size), layout)
-        for group in ("rotation", "translation"):
-            sl = layout[group]
-            est[:, sl] = (est[:, sl] + back[:, sl]) / 2
+    def run(images: np.ndarray) -> torch.Tensor:
+        return predict(net, images, batch_size)
+
+    return flip_averaged(run, crops, layout) if flip_pose else run(crops)
+
+
+def flip_averaged(predict_fn, crops: np.ndarray, layout) -> torch.Tensor:
+    """`predict_fn` ((N, S, S, 3) uint8 -> (N, P) tensor) on `crops`, its pose averaged with that of the mirror
+    images mapped back (`mirror_pose`); shared by `network_estimate` and ifn.apps.reconstruct."""
+    est = predict_fn(crops).clone()
+    back = mirror_pose(predict_fn(np.ascontiguousarray(crops[:, :, ::-1])), layout)
+    for group in ("rotation", "translation"):
+        sl = layout[group]
+        est[:, sl] = (est[:, sl] + back[:, sl]) / 2
     return est
 
 
