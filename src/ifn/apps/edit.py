@@ -200,9 +200,9 @@ def agreement(photo_linear: torch.Tensor, render: torch.Tensor, mask: torch.Tens
     if not 0 <= lo < hi:
         raise ValueError(f"agreement stops must be 0 <= lo < hi, got {stops}")
     luma = torch.tensor(LUMINANCE, dtype=torch.float64)
-    p = _masked_mean(photo_linear.double(), mask, radius, photo_linear.double()) @ luma
-    r = _masked_mean(render.detach().cpu().double().clamp_min(0), mask, radius,
-                     render.detach().cpu().double().clamp_min(0)) @ luma
+    photo_linear, render = photo_linear.double(), render.detach().cpu().double().clamp_min(0)
+    p = _masked_mean(photo_linear, mask, radius, photo_linear) @ luma
+    r = _masked_mean(render, mask, radius, render) @ luma
     d = torch.log2((p + RATIO_EPS) / (r + RATIO_EPS))
     out = torch.zeros_like(d)
     for b in range(d.shape[0]):
@@ -474,16 +474,17 @@ def edit_appearance(renderer: Renderer, params, photo, reflectance: Coefficients
     old, new = renderer(params, background=0.0), renderer(new_params, background=0.0)
     old_mask, new_mask = face_mask(renderer, old), face_mask(renderer, new)
     residual = None  # same geometry: the residual stays where it is (pixel-aligned, photo - old)
+    photo_lin = _photo_linear(photo)
     if not torch.equal(old.vertices, new.vertices):
         # The residual travels with the surface as a factor (photo / old): applied to the new render it stays
         # >= 0 where the new shading is darker than the old (a difference could go below black there).
         old_lin = old.image.cpu().double().clamp_min(0)
-        factor = ((_photo_linear(photo) + RATIO_EPS) / (old_lin + RATIO_EPS)).clamp(0.0, MAX_RATIO)
+        factor = ((photo_lin + RATIO_EPS) / (old_lin + RATIO_EPS)).clamp(0.0, MAX_RATIO)
         moved = warp_residual(renderer, old, new, factor - 1, old_mask, new_mask)
         residual = new.image.cpu().double().clamp_min(0) * moved
     trust = None
     if trust_stops is not None:
-        old_trust = agreement(_photo_linear(photo), old.image, old_mask, stops=trust_stops)
+        old_trust = agreement(photo_lin, old.image, old_mask, stops=trust_stops)
         trust = _extend(old_trust[..., None], old_mask.cpu(), FILL_PX, 1.0)[..., 0]
         trust = torch.where(new_mask.cpu(), trust, torch.zeros_like(trust))
     edited, alpha = composite(photo, old.image, new.image, new_mask, "difference", feather, residual, trust=trust)
