@@ -105,7 +105,8 @@ def _renders(params, n: int, seed: int, size: int = 256):
     from ifn.render.backgrounds import random_backgrounds
     from ifn.render.color import linear_to_srgb, srgb_to_linear
     from ifn.render.renderer import render_mesh
-    from ifn.synth import build_renderer, face_centre, paint_hair
+    from ifn.nuisance import paint_hair
+    from ifn.synth import build_renderer, face_centre
 
     renderer = build_renderer(params, image_size=size)
     g = torch.Generator().manual_seed(seed)

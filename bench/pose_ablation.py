@@ -76,7 +76,7 @@ def main() -> None:
           f"per yaw bin, none of evaluate_real's)")
     header = (f"{'network':28s} {'img/s':>5s} {'min':>4s} | {'syn NME %':9s} {'|err| deg yaw/pitch/roll':25s} {'slope y/p/r':17s} {'vertex mm':9s}"
               f" {'shape mm':8s} {'albedo':6s} {'shading':7s} {'photo':6s}"
-              f" | {'real NME % mean (0-30/30-60/60-90)':36s} {'corr(yaw)':9s} SD pitch/roll")
+              f" | {'real NME % mean (0-30/30-60/60-90), plain; flip-averaged pose':60s} {'corr(yaw)':9s} SD pitch/roll")
     print(header)
     print("-" * len(header))
     rot = renderer.layout["rotation"]
@@ -90,15 +90,18 @@ def main() -> None:
         corr = float(np.corrcoef(angles[:, 0], bench["yaw_deg"])[0, 1])
         errs = "/".join(f"{summary[f'{a}_abs_deg']:.1f}" for a in ("yaw", "pitch", "roll"))
         slopes = "/".join(f"{summary[f'{a}_slope']:.2f}" for a in ("yaw", "pitch", "roll"))
-        nmes = (f"{100 * rep['nme_mean']:.2f} ({100 * rep['nme_0_30']:.1f}/{100 * rep['nme_30_60']:.1f}/"
-                f"{100 * rep['nme_60_90']:.1f})")
+        flip = er.Estimator(net, flip_pose=True)(renderer, bench["crops"])[0]
+        rep_flip = nme_report(nme(er.landmarks_in_image(renderer, flip, bench["affines"]), bench["pts68"]),
+                              bench["yaw_deg"])
+        nmes = " ".join(f"{100 * r['nme_mean']:.2f} ({100 * r['nme_0_30']:.1f}/{100 * r['nme_30_60']:.1f}/"
+                        f"{100 * r['nme_60_90']:.1f})" for r in (rep, rep_flip))
         info = Path(path).with_name("summary.json")
         info = json.loads(info.read_text()) if info.exists() else {}
         speed, minutes = info.get("images_per_second", float("nan")), (info.get("train_seconds") or float("nan")) / 60
         syn = f"{100 * summary['landmark_nme_mean']:.2f}"
         print(f"{name:28s} {speed:5.0f} {minutes:4.1f} | {syn:9s} {errs:25s} {slopes:17s} {summary['geometry_mm_mean']:9.2f} "
               f"{summary['shape_mm_mean']:8.2f} {summary['reflectance_mae']:6.4f} {summary['shading_mae']:7.4f} "
-              f"{summary['photometric_mae']:6.4f} | {nmes:36s} {corr:+9.2f} "
+              f"{summary['photometric_mae']:6.4f} | {nmes:60s} {corr:+9.2f} "
               f"{angles[:, 1].std():.1f}/{angles[:, 2].std():.1f}",
               flush=True)
 

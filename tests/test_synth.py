@@ -110,7 +110,7 @@ def test_priors_follow_their_documented_ranges():
 def test_paint_hair_only_above_the_hairline(constant_albedo_renderer):
     """Hair is painted on the head/neck part and the top of the face part only, never on the eyes, nose or mouth
     region; prob 0 changes nothing, prob 1 paints every sample; same generator seed, same hair."""
-    from ifn.synth import HAIR_SIDE_CM, HAIRLINE_CM, paint_hair
+    from ifn.nuisance import HAIR_SIDE_CM, HAIRLINE_CM, paint_hair
 
     renderer = constant_albedo_renderer(32)
     fm = renderer.face_model

@@ -105,9 +105,10 @@ def perturb(params: torch.Tensor, layout, cfg: PerturbConfig, variants: int, g: 
 
 
 def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g: torch.Generator,
-                   batch: int = 64, hair_prob: float = 0.0) -> dict[str, np.ndarray]:
-    """Render (N, P) parameters over random backgrounds, hair painted on with probability hair_prob (as the
-    synthetic corpus) -> the arrays of a corpus shard (ifn.corpus)."""
+                   batch: int = 64, hair_prob: float = 0.0, brow_prob: float = 0.0, long_hair_prob: float = 0.0
+                   ) -> dict[str, np.ndarray]:
+    """Render (N, P) parameters over random backgrounds with the corpus's nuisances (hair, brows, long hair
+    with these probabilities, see ifn.synth.render_batch) -> the arrays of a corpus shard (ifn.corpus)."""
     from .render.backgrounds import random_backgrounds
     from .synth import face_weights, render_batch
 
@@ -116,7 +117,8 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     for start in range(0, params.shape[0], batch):
         p = params[start:start + batch]
         bg = random_backgrounds(p.shape[0], renderer.settings.image_size, backgrounds, g)
-        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights, hair_prob, g))
+        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights, hair_prob, g, brow_prob,
+                                  long_hair_prob))
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
@@ -341,8 +343,11 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                       "landmarks": landmarks},
             "detect": params.detect.to_dict() if landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
+            **{k: getattr(params.synthesize.prior, k) for k in ("brow_prob", "long_hair_prob")
+               if getattr(params.synthesize.prior, k) > 0},
             # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
-            "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py")
+            "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py",
+                                                                                   "nuisance.py")
                      + (("detect.py", "landmark_fit.py") if landmarks != "none" else ())],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
             "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
@@ -388,7 +393,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()
         arrays = render_samples(renderer, new_params, params.synthesize.backgrounds, g,
-                                params.synthesize.render_batch, params.synthesize.prior.hair_prob)
+                                params.synthesize.render_batch, params.synthesize.prior.hair_prob,
+                                params.synthesize.prior.brow_prob, params.synthesize.prior.long_hair_prob)
         render_seconds = time.perf_counter() - t_render
         with atomic_path(bred_dir) as tmp:
             shard = params.synthesize.shard_size

@@ -161,6 +161,8 @@ class PriorConfig(Section):
     translate_xy_cm: float = param(1.5, **_num(0.0, 20.0))
     translate_z_cm: float = param(10.0, **_num(0.0, 50.0))
     hair_prob: float = param(0.0, **_num(0.0, 1.0))
+    brow_prob: float = param(0.0, **_num(0.0, 1.0))
+    long_hair_prob: float = param(0.0, **_num(0.0, 1.0))
 
 
 BACKGROUNDS = ("solid", "gradient", "noise", "texture")

@@ -19,6 +19,7 @@ from .model.loader import load_face_model
 from .model.layout import ParamLayout
 from .model.priors import sample_parameters
 from .model.reflectance import ReflectanceModel
+from .nuisance import brow_field, face_pixels, long_hair, paint_brows, paint_hair
 from .paths import resolve
 from .render.backgrounds import random_backgrounds
 from .render.color import linear_to_srgb, srgb_to_linear
@@ -49,55 +50,44 @@ def face_centre(renderer: Renderer) -> torch.Tensor:
     return renderer.face_model.mean[ids[ids >= 0]].mean(0)
 
 
-# Linear-RGB hair albedos (black, dark brown, brown, auburn, dark blond, blond, grey), scaled by U(0.7, 1.3).
-HAIR_COLOURS = ((0.012, 0.010, 0.008), (0.040, 0.025, 0.015), (0.10, 0.055, 0.030), (0.20, 0.075, 0.035),
-                (0.25, 0.17, 0.09), (0.45, 0.33, 0.18), (0.30, 0.29, 0.28))
-HAIRLINE_CM = (7.0, 13.0)     # hairline height on the face part, model y (brows at ~6, top of the face part 12.4)
-HAIR_SIDE_CM = (-5.0, 4.0)   # on the head/neck part, hair above this model y (ears span about -3..4)
-
-
-def paint_hair(renderer: Renderer, albedo: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
-    """(B, V, 3) linear albedo -> the same with, for each sample with probability `prob`, hair painted on: a
-    colour of HAIR_COLOURS with per-vertex texture on the head/neck part above a random height and on the face
-    part above a random hairline (fringes). A rendering nuisance, not a parameter: real photos show hair where
-    the model has a bald scalp of skin, and a network trained on bald heads reads pose off the skin-coloured
-    skull outline. The ground truth (the reflectance coefficients) is unchanged; losses measure skin albedo.
-
-    Measured (2026-11-25, default pipeline otherwise; model-space network, 6 epochs, corpus with hair_prob 0.8
-    and translate_z_cm 4 against the earlier one with neither): on 120 AFLW2000-3D dev images the correlation
-    of the predicted yaw with the annotated one rose from 0.21 to 0.39 (slope 0.07 -> 0.16; the benchmark's
-    yaw sign is opposite to ours), NME 23.9 -> 24.1 %; on the synthetic test split pitch and roll stayed
-    unlearned by the model-space network either way (slopes <= 0.08; evaluate.pose_axis_stats)."""
-    b, v = albedo.shape[:2]
-    fm = renderer.face_model
-    y = fm.mean[:, 1].to(albedo)
-    has = torch.rand(b, generator=g) < prob
-    hairline = HAIRLINE_CM[0] + (HAIRLINE_CM[1] - HAIRLINE_CM[0]) * torch.rand(b, generator=g)
-    side = HAIR_SIDE_CM[0] + (HAIR_SIDE_CM[1] - HAIR_SIDE_CM[0]) * torch.rand(b, generator=g)
-    palette = torch.tensor(HAIR_COLOURS)
-    colour = palette[torch.randint(len(palette), (b,), generator=g)] * (0.7 + 0.6 * torch.rand(b, 1, generator=g))
-    texture = (1 + 0.3 * torch.randn(b, v, 1, generator=g)).clamp_min(0.2)
-    face, head = fm.part_mask("face").to(albedo.device), fm.part_mask("head_neck").to(albedo.device)
-    hair = has[:, None] & ((face & (y > hairline[:, None])) | (head & (y > side[:, None])))
-    return torch.where(hair[..., None], (colour[:, None, :] * texture).clamp(0.0, 1.0).to(albedo), albedo)
-
-
 def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], backgrounds: torch.Tensor,
-                 weights: torch.Tensor, hair_prob: float = 0.0, g: torch.Generator | None = None
-                 ) -> dict[str, np.ndarray]:
-    """Render named parameter groups over sRGB backgrounds -> the arrays of a shard (see ifn.corpus); with
-    hair_prob > 0, hair is painted on (`paint_hair`, random stream `g`)."""
+                 weights: torch.Tensor, hair_prob: float = 0.0, g: torch.Generator | None = None,
+                 brow_prob: float = 0.0, long_hair_prob: float = 0.0) -> dict[str, np.ndarray]:
+    """Render named parameter groups over sRGB backgrounds -> the arrays of a shard (see ifn.corpus). Nuisances
+    without parameters (random stream `g`): with hair_prob > 0 a cap of hair is painted on the scalp
+    (`ifn.nuisance.paint_hair`), with brow_prob > 0 eyebrows (`ifn.nuisance.paint_brows`), with
+    long_hair_prob > 0 long hair is composited around the head (`ifn.nuisance.long_hair`; the mask covers it)."""
     with torch.no_grad():
-        albedo = paint_hair(renderer, renderer.albedo(groups), hair_prob, g) if hair_prob > 0 else None
+        albedo = None
+        if hair_prob > 0 or brow_prob > 0:
+            albedo = renderer.albedo(groups)
+            if hair_prob > 0:
+                albedo = paint_hair(renderer, albedo, hair_prob, g)
+            if brow_prob > 0:
+                albedo = paint_brows(renderer.face_model, albedo, brow_prob, g, _brow_field(renderer))
         out = renderer(groups, background=srgb_to_linear(backgrounds), albedo=albedo)
-        images = (linear_to_srgb(out.image) * 255).round().to(torch.uint8)
+        image, mask = out.image, out.mask
+        if long_hair_prob > 0:
+            image, mask = long_hair(image, mask, face_pixels(renderer, out.fragments), out.landmarks,
+                                    long_hair_prob, g)
+        images = (linear_to_srgb(image) * 255).round().to(torch.uint8)
         return {
             "images": images.numpy(),
             "params": renderer.layout.join(groups).float().numpy(),
             "landmarks": out.landmarks.float().numpy(),
             "shading_gram": shading_gram(out.normals, weights).float().numpy(),
-            "masks": out.mask.numpy(),
+            "masks": mask.numpy(),
         }
+
+
+_BROW_FIELD: list = [None, None]   # [face model, its brow field]: the last one computed
+
+
+def _brow_field(renderer: Renderer) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ifn.nuisance.brow_field` of the renderer's face model, computed once while the model stays the same."""
+    if _BROW_FIELD[0] is not renderer.face_model:
+        _BROW_FIELD[:] = [renderer.face_model, brow_field(renderer.face_model)]
+    return _BROW_FIELD[1]
 
 
 def shard_generator(seed: int, split: str, shard: int) -> torch.Generator:
@@ -115,7 +105,8 @@ def synthesize_shard(renderer: Renderer, config: SynthesizeConfig, seed: int, sp
         m = min(config.render_batch, n - start)
         groups = sample_parameters(m, renderer.layout, config.prior, g, names, centre)
         bg = random_backgrounds(m, renderer.settings.image_size, config.backgrounds, g)
-        parts.append(render_batch(renderer, groups, bg, weights, config.prior.hair_prob, g))
+        parts.append(render_batch(renderer, groups, bg, weights, config.prior.hair_prob, g,
+                                  config.prior.brow_prob, config.prior.long_hair_prob))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -179,7 +179,7 @@ class Renderer:
 
     def __call__(self, params, background=0.0, albedo: torch.Tensor | None = None) -> FaceRender:
         """Render parameters over `background` (a colour or (B, H, W, 3) linear image). `albedo` (B, V, 3)
-        linear RGB replaces the reflectance model's (e.g. with hair painted on: ifn.synth.paint_hair)."""
+        linear RGB replaces the reflectance model's (e.g. with hair painted on: ifn.nuisance.paint_hair)."""
         g = self.groups(params)
         verts = self.posed(g)
         triangles = self.face_model.triangles.to(verts.device)
