@@ -105,10 +105,9 @@ def perturb(params: torch.Tensor, layout, cfg: PerturbConfig, variants: int, g: 
 
 
 def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g: torch.Generator,
-                   batch: int = 64, hair_prob: float = 0.0, brow_prob: float = 0.0, long_hair_prob: float = 0.0
-                   ) -> dict[str, np.ndarray]:
-    """Render (N, P) parameters over random backgrounds with the corpus's nuisances (hair, brows, long hair
-    with these probabilities, see ifn.synth.render_batch) -> the arrays of a corpus shard (ifn.corpus)."""
+                   batch: int = 64, prior=None) -> dict[str, np.ndarray]:
+    """Render (N, P) parameters over random backgrounds with the nuisances of `prior` (params.yaml
+    synthesize.prior, as the synthetic corpus; see ifn.synth.render_batch) -> the arrays of a corpus shard."""
     from .render.backgrounds import random_backgrounds
     from .synth import face_weights, render_batch
 
@@ -117,8 +116,7 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     for start in range(0, params.shape[0], batch):
         p = params[start:start + batch]
         bg = random_backgrounds(p.shape[0], renderer.settings.image_size, backgrounds, g)
-        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights, hair_prob, g, brow_prob,
-                                  long_hair_prob))
+        parts.append(render_batch(renderer, renderer.layout.split(p), bg, weights, prior, g))
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
@@ -393,8 +391,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()
         arrays = render_samples(renderer, new_params, params.synthesize.backgrounds, g,
-                                params.synthesize.render_batch, params.synthesize.prior.hair_prob,
-                                params.synthesize.prior.brow_prob, params.synthesize.prior.long_hair_prob)
+                                params.synthesize.render_batch, params.synthesize.prior)
         render_seconds = time.perf_counter() - t_render
         with atomic_path(bred_dir) as tmp:
             shard = params.synthesize.shard_size

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .config import Params, SynthesizeConfig, load_params
+from .config import Params, PriorConfig, SynthesizeConfig, load_params
 from .corpus import SPLITS, write_shard
 from .model.loader import load_face_model
 from .model.layout import ParamLayout
 from .model.priors import sample_parameters
 from .model.reflectance import ReflectanceModel
-from .nuisance import brow_field, face_pixels, long_hair, paint_brows, paint_hair
+from .nuisance import face_pixels, long_hair, paint_brows, paint_hair
 from .paths import resolve
 from .render.backgrounds import random_backgrounds
 from .render.color import linear_to_srgb, srgb_to_linear
@@ -51,12 +51,14 @@ def face_centre(renderer: Renderer) -> torch.Tensor:
 
 
 def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], backgrounds: torch.Tensor,
-                 weights: torch.Tensor, hair_prob: float = 0.0, g: torch.Generator | None = None,
-                 brow_prob: float = 0.0, long_hair_prob: float = 0.0) -> dict[str, np.ndarray]:
-    """Render named parameter groups over sRGB backgrounds -> the arrays of a shard (see ifn.corpus). Nuisances
-    without parameters (random stream `g`): with hair_prob > 0 a cap of hair is painted on the scalp
-    (`ifn.nuisance.paint_hair`), with brow_prob > 0 eyebrows (`ifn.nuisance.paint_brows`), with
-    long_hair_prob > 0 long hair is composited around the head (`ifn.nuisance.long_hair`; the mask covers it)."""
+                 weights: torch.Tensor, prior: PriorConfig | None = None, g: torch.Generator | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Render named parameter groups over sRGB backgrounds -> the arrays of a shard (see ifn.corpus), with the
+    nuisances of `prior` that have no parameters (random stream `g`): hair_prob > 0 paints a cap of hair on the
+    scalp (`ifn.nuisance.paint_hair`), brow_prob > 0 eyebrows (`ifn.nuisance.paint_brows`), long_hair_prob > 0
+    composites long hair around the head (`ifn.nuisance.long_hair`; the mask covers it). None: no nuisances."""
+    hair_prob, brow_prob, long_hair_prob = ((prior.hair_prob, prior.brow_prob, prior.long_hair_prob) if prior
+                                            else (0.0, 0.0, 0.0))
     with torch.no_grad():
         albedo = None
         if hair_prob > 0 or brow_prob > 0:
@@ -64,7 +66,7 @@ def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], background
             if hair_prob > 0:
                 albedo = paint_hair(renderer, albedo, hair_prob, g)
             if brow_prob > 0:
-                albedo = paint_brows(renderer.face_model, albedo, brow_prob, g, _brow_field(renderer))
+                albedo = paint_brows(renderer.face_model, albedo, brow_prob, g)
         out = renderer(groups, background=srgb_to_linear(backgrounds), albedo=albedo)
         image, mask = out.image, out.mask
         if long_hair_prob > 0:
@@ -78,16 +80,6 @@ def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], background
             "shading_gram": shading_gram(out.normals, weights).float().numpy(),
             "masks": mask.numpy(),
         }
-
-
-_BROW_FIELD: list = [None, None]   # [face model, its brow field]: the last one computed
-
-
-def _brow_field(renderer: Renderer) -> tuple[torch.Tensor, torch.Tensor]:
-    """`ifn.nuisance.brow_field` of the renderer's face model, computed once while the model stays the same."""
-    if _BROW_FIELD[0] is not renderer.face_model:
-        _BROW_FIELD[:] = [renderer.face_model, brow_field(renderer.face_model)]
-    return _BROW_FIELD[1]
 
 
 def shard_generator(seed: int, split: str, shard: int) -> torch.Generator:
@@ -105,8 +97,7 @@ def synthesize_shard(renderer: Renderer, config: SynthesizeConfig, seed: int, sp
         m = min(config.render_batch, n - start)
         groups = sample_parameters(m, renderer.layout, config.prior, g, names, centre)
         bg = random_backgrounds(m, renderer.settings.image_size, config.backgrounds, g)
-        parts.append(render_batch(renderer, groups, bg, weights, config.prior.hair_prob, g,
-                                  config.prior.brow_prob, config.prior.long_hair_prob))
+        parts.append(render_batch(renderer, groups, bg, weights, config.prior, g))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
