@@ -1,77 +1,87 @@
-"""Does the synthetic framing teach a false pose cue? A corpus framed like the real crops, for bench/pose_ablation.py.
+"""Does the synthetic framing teach a false pose cue? Corpora of either framing, and where their landmark boxes sit.
 
-    python bench/framing_ablation.py --out /tmp/corpus_framed [--size 0.683] [--size-jitter 0.03] [--centre-y 0.03]
-        [--centre-jitter 0.03]
-    python bench/pose_ablation.py --corpus /tmp/corpus_framed --train '{"framed": {}}' --networks base=... --per-bin 100
+    python bench/framing_ablation.py --out /tmp/corpus_centroid --mode centroid      # the other framing's corpus
+    python bench/pose_ablation.py --corpus /tmp/corpus_centroid --train '{"centroid": {}}' --networks base=... \
+        --per-bin 100
+    python bench/framing_ablation.py --measure outputs/corpus [/tmp/corpus_centroid ...]
 
-Real crops (AFLW2000-3D roi boxes, the real photos' per-source rules, the detector's boxes) are framed by the box of
-the face's 68 landmarks: on the tuning images that box is centred (x offset, signed towards the face's side, +0.00
-/ +0.00 / +0.01 of the crop side per yaw bin) and of the same size at every yaw (sqrt(w h) / side 0.686 / 0.681 /
-0.677). The synthetic corpus centres the rotated 3D landmark centroid instead, so its landmark box moves sideways
-with yaw (-0.07 / -0.14 / -0.12 of the side) and shrinks (0.676 / 0.644 / 0.598): a cue "face off-centre and
-small = turned" that real crops never show. This script writes the default corpus of params.yaml (the same
-sampled shape, expression, albedo, light and rotation: the sampler's random stream is untouched) with each
-sample's translation changed so that its projected 68-landmark box has side `size` x U(1 -+ size_jitter) of the
-image and its centre sits at (0, centre_y) + U(-+centre_jitter) of the side. Printed, never asserted; an
-experiment, not (yet) a pipeline option.
+Real crops are framed by the box of the face's 68 landmarks (ifn.framing). `--out` writes the corpus of params.yaml
+with `synthesize.framing.mode` set to `--mode` (everything else as params.yaml). `--measure` prints, per yaw bin, the
+landmark box size sqrt(w h) / side and its centre (x signed towards the side the face turns to, y down) of the
+tuning images' crops (as stage evaluate_real cuts them) and of each corpus' test split. Printed, never asserted.
+
+Measured (README "Benchmark"): on the tuning images the box is centred (x +0.00 / +0.00 / +0.01) and of one size
+(0.686 / 0.681 / 0.677); the centroid corpus' box moves (x -0.07 / -0.14 / -0.12) and shrinks (0.676 / 0.644 /
+0.598), and a network trained on the landmark-box corpus reaches tuning NME 16.88 vs 18.56 % (flip-averaged pose).
 """
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+from pathlib import Path
 
-import torch
+import numpy as np
 
-import ifn.synth as synth
-from ifn.config import load_params
-from ifn.paths import resolve
+BINS = ((0, 30), (30, 60), (60, 91))
 
 
-def reframe(renderer, groups: dict[str, torch.Tensor], g: torch.Generator, size: float, size_jitter: float,
-            centre_y: float, centre_jitter: float) -> dict[str, torch.Tensor]:
-    """Change groups["translation"] (B, 3) so the projected 68-landmark box has the drawn size and centre."""
-    s = renderer.settings
-    px = s.image_size
-    focal = (px / 2) / math.tan(math.radians(s.fov_deg) / 2)
-    b = groups["translation"].shape[0]
-    want = size * (1 + size_jitter * (2 * torch.rand(b, generator=g) - 1))
-    cx = centre_jitter * (2 * torch.rand(b, generator=g) - 1)
-    cy = centre_y + centre_jitter * (2 * torch.rand(b, generator=g) - 1)
-    t = groups["translation"].clone()
-    for _ in range(3):   # perspective: a few fixed-point steps (each one near-exact at 13 degrees of view)
-        lm = renderer.landmarks(renderer.posed({**groups, "translation": t}))          # (B, 68, 2) px
-        lo, hi = lm.amin(1), lm.amax(1)
-        have = (hi - lo).prod(-1).sqrt() / px
-        depth = s.distance_cm - t[:, 2]
-        t[:, 2] = s.distance_cm - depth * have / want                                    # scale by depth
-        depth = s.distance_cm - t[:, 2]
-        centre = (lo + hi) / 2 / px - 0.5                                                # (B, 2) of the side
-        # image x right = camera +x; image y down = camera -y; 1 px at depth d is d / focal cm
-        t[:, 0] += (cx - centre[:, 0] * have / want) * px * depth / focal
-        t[:, 1] -= (cy - centre[:, 1] * have / want) * px * depth / focal
-    return {**groups, "translation": t}
+def box_stats(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 68, 2) px -> box side sqrt(w h) / size (N,), centre offset / size (N, 2)."""
+    lo, hi = np.nanmin(points, 1), np.nanmax(points, 1)
+    return np.sqrt(np.prod(hi - lo, 1)) / size, (lo + hi) / 2 / size - 0.5
+
+
+def print_bins(name: str, size: np.ndarray, centre: np.ndarray, yaw_deg: np.ndarray) -> None:
+    cells = []
+    for lo, hi in BINS:
+        m = (np.abs(yaw_deg) >= lo) & (np.abs(yaw_deg) < hi)
+        sx = centre[m, 0] * np.sign(yaw_deg[m])
+        cells.append(f"[{lo},{min(hi, 90)}] n {m.sum():3d} size {size[m].mean():.3f}+-{size[m].std():.3f} "
+                     f"x {sx.mean():+.3f} y {centre[m, 1].mean():+.3f}")
+    print(f"{name:28s} " + " | ".join(cells))
+
+
+def measure(corpora: list[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import ifn.evaluate_real as er
+    from ifn.config import load_params
+    from ifn.corpus import Corpus
+    from ifn.model.layout import ParamLayout
+    from ifn.paths import resolve
+    from ifn.real import apply_affine, invert_affine
+    from tuning_split import tuning_indices
+
+    params = load_params(resolve("params.yaml"))
+    px = params.render.image_size
+    bench = er.benchmark_crops(params, 0, px, indices=tuning_indices(params, 100), log=lambda *a: None)
+    pts = np.stack([apply_affine(invert_affine(a), p) for a, p in zip(bench["affines"], bench["pts68"])])
+    print_bins("tuning images", *box_stats(pts, px), bench["yaw_deg"])
+    for folder in corpora:
+        corpus = Corpus.open(folder)
+        lm = np.asarray(corpus.load("test", "landmarks"))
+        p = np.asarray(corpus.load("test", "params"))
+        layout = ParamLayout(*(corpus.meta["layout"][k] for k in ("shape", "expression", "reflectance")))
+        yaw = np.degrees(p[:, layout["rotation"]][:, 0])
+        mode = corpus.meta["synthesize"].get("framing", {}).get("mode", "centroid")
+        print_bins(f"{Path(folder).name} ({mode})", *box_stats(lm, corpus.meta["image_size"]), yaw)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--size", type=float, default=0.683)
-    ap.add_argument("--size-jitter", type=float, default=0.03)
-    ap.add_argument("--centre-y", type=float, default=0.03)
-    ap.add_argument("--centre-jitter", type=float, default=0.03)
+    ap.add_argument("--out", help="write a corpus of params.yaml with framing --mode here")
+    ap.add_argument("--mode", default="centroid", choices=("centroid", "landmark_box"))
+    ap.add_argument("--measure", nargs="+", metavar="CORPUS", help="print the landmark boxes of these corpora")
     args = ap.parse_args()
-    params = load_params(resolve("params.yaml"))
-    renderer = synth.build_renderer(params)
-    sample = synth.sample_parameters
-    g = torch.Generator().manual_seed(params.seed + 7919)
+    if args.out:
+        from ifn.synth import synthesize
 
-    def framed(*a, **k):
-        return reframe(renderer, sample(*a, **k), g, args.size, args.size_jitter, args.centre_y, args.centre_jitter)
-
-    synth.sample_parameters = framed
-    synth.build_renderer = lambda *a, **k: renderer
-    meta = synth.synthesize(out_dir=args.out, log=lambda *a: None)
-    print(f"corpus with landmark-box framing: {meta['counts']} in {meta['seconds']:.0f} s -> {args.out}")
+        meta = synthesize(out_dir=args.out, overrides={"synthesize.framing.mode": args.mode},
+                          log=lambda *a: None)
+        print(f"corpus with {args.mode} framing: {meta['counts']} in {meta['seconds']:.0f} s -> {args.out}")
+    if args.measure:
+        measure(args.measure)
+    if not (args.out or args.measure):
+        ap.error("nothing to do: --out and/or --measure")
 
 
 if __name__ == "__main__":

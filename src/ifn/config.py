@@ -165,6 +165,21 @@ class PriorConfig(Section):
     long_hair_prob: float = param(0.0, **_num(0.0, 1.0))
 
 
+FRAMINGS = ("landmark_box", "centroid")
+
+
+@dataclass(frozen=True)
+class FramingConfig(Section):
+    """Section `synthesize.framing`: where the face sits in a synthetic image (ifn.framing)."""
+
+    SECTION = "synthesize.framing"
+    mode: str = param("centroid", **_choice(*FRAMINGS))
+    size: float = param(0.683, **_num(0.05, 2.0))
+    size_jitter: float = param(0.03, **_num(0.0, 0.5))
+    centre_y: float = param(0.03, **_num(-0.5, 0.5))
+    centre_jitter: float = param(0.03, **_num(0.0, 0.5))
+
+
 BACKGROUNDS = ("solid", "gradient", "noise", "texture")
 
 
@@ -181,13 +196,15 @@ class SynthesizeConfig(Section):
     backgrounds: tuple = param(list(BACKGROUNDS), list_of=_choice(*BACKGROUNDS))
     out_dir: str = param("outputs/corpus")
     prior: PriorConfig = param(PriorConfig())
+    framing: FramingConfig = param(FramingConfig())
 
     @classmethod
     def from_dict(cls, raw, section=None):
         raw = dict(raw or {})
         prior = PriorConfig.from_dict(raw.pop("prior", None))
+        framing = FramingConfig.from_dict(raw.pop("framing", None))
         obj = super().from_dict(raw, section)
-        return dataclasses.replace(obj, prior=prior)
+        return dataclasses.replace(obj, prior=prior, framing=framing)
 
     def validate(self):
         if not self.backgrounds:

@@ -1,4 +1,5 @@
-"""Corpus synthesis: sample parameters from the priors, render them over random backgrounds, write shards.
+"""Corpus synthesis: sample parameters from the priors, frame the face (ifn.framing), render them over random
+backgrounds, write shards.
 
 Every shard has its own random stream derived from (seed, split, shard index), so shards are reproducible
 one by one and byte-identical across runs with the same seed and params.
@@ -15,6 +16,7 @@ import torch
 from .atomic import atomic_path
 from .config import Params, PriorConfig, SynthesizeConfig, load_params
 from .corpus import SPLITS, write_shard
+from .framing import frame
 from .model.loader import load_face_model
 from .model.layout import ParamLayout
 from .model.priors import sample_parameters
@@ -95,7 +97,8 @@ def synthesize_shard(renderer: Renderer, config: SynthesizeConfig, seed: int, sp
     parts = []
     for start in range(0, n, config.render_batch):
         m = min(config.render_batch, n - start)
-        groups = sample_parameters(m, renderer.layout, config.prior, g, names, centre)
+        groups = frame(renderer, sample_parameters(m, renderer.layout, config.prior, g, names, centre),
+                       config.framing, g)
         bg = random_backgrounds(m, renderer.settings.image_size, config.backgrounds, g)
         parts.append(render_batch(renderer, groups, bg, weights, config.prior, g))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
