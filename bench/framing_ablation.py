@@ -21,14 +21,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 BINS = ((0, 30), (30, 60), (60, 91))
 
 
 def box_stats(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 68, 2) px -> box side sqrt(w h) / size (N,), centre offset / size (N, 2)."""
-    lo, hi = np.nanmin(points, 1), np.nanmax(points, 1)
-    return np.sqrt(np.prod(hi - lo, 1)) / size, (lo + hi) / 2 / size - 0.5
+    """(N, 68, 2) px -> box side sqrt(w h) / size (N,), centre offset / size (N, 2) (ifn.framing.landmark_box)."""
+    from ifn.framing import landmark_box
+
+    side, centre = landmark_box(torch.from_numpy(np.asarray(points, np.float64)), size)
+    return side.numpy(), centre.numpy()
 
 
 def print_bins(name: str, size: np.ndarray, centre: np.ndarray, yaw_deg: np.ndarray) -> None:
