@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ifn.config import PriorConfig
-from ifn.corpus import Corpus
+from ifn.corpus import ARRAYS, Corpus
 from ifn.model.layout import ParamLayout
 from ifn.model.priors import sample_parameters
 from ifn.model.reflectance import ReflectanceModel
@@ -47,7 +47,7 @@ def test_same_seed_gives_byte_identical_shards(tiny_setup):
     a = synthesize(tiny_setup / "params.yaml", tiny_setup / "a", tiny_setup / "reflectance.npz", log=lambda s: None)
     synthesize(tiny_setup / "params.yaml", tiny_setup / "b", tiny_setup / "reflectance.npz", log=lambda s: None)
     da, db = digest(tiny_setup / "a"), digest(tiny_setup / "b")
-    assert da == db and len(da) == 1 + 5 * (2 + 1 + 1)
+    assert da == db and len(da) == 1 + len(ARRAYS) * (2 + 1 + 1)
     synthesize(tiny_setup / "params.yaml", tiny_setup / "c", tiny_setup / "reflectance.npz",
                overrides={"seed": 1}, log=lambda s: None)
     dc = digest(tiny_setup / "c")
@@ -60,6 +60,9 @@ def test_same_seed_gives_byte_identical_shards(tiny_setup):
     assert params.shape == (12, ParamLayout(10, 53, 4).size) and params.dtype == np.float32
     masks = corpus.load("train", "masks")
     assert 0.1 < masks.mean() < 0.95  # faces are in the picture, not filling it
+    face = corpus.load("train", "face_masks")
+    assert face.dtype == bool and not (face & ~masks).any()         # the face part lies within the render
+    assert 0.2 < face.sum() / masks.sum() <= 1.0                     # (this tiny model renders little besides)
     gram = corpus.load("test", "shading_gram")
     assert np.allclose(gram, np.swapaxes(gram, 1, 2), atol=1e-6)
     assert (np.linalg.eigvalsh(gram.astype(np.float64)) > -1e-6).all()  # a Gram matrix is PSD
@@ -129,6 +132,9 @@ def test_paint_hair_only_above_the_hairline(constant_albedo_renderer):
     assert changed[:, head & (y > HAIR_SIDE_CM[1])].all()                 # the top of the skull: always
     some = paint_hair(renderer, albedo, 0.5, torch.Generator().manual_seed(1))
     assert 0 < (some != albedo).any(-1).any(1).sum() < 6
+    low = (paint_hair(renderer, albedo, 1.0, torch.Generator().manual_seed(0), low_cm=-8.0) != albedo).any(-1)
+    assert not low[:, head & (y < -8.0)].any() and low[:, head & (y > 1.0)].all()   # the range moved down
+    assert low[:, head].sum() > changed[:, head].sum()
 
 
 def test_renderer_albedo_override(constant_albedo_renderer):

@@ -167,6 +167,80 @@ def test_photo_background_gray_and_band_augmentation():
     assert not torch.equal(a[0], old(images, params, g0(), masks)[0])
 
 
+def test_face_only_backgrounds():
+    """face_only_prob 1: the photo replaces everything but the (dilated) face mask: render kept inside the face
+    mask, the photo on the rest of the render mask beyond the largest dilation; 0: the batches of before."""
+    from ifn.learn.data import batch_generator
+
+    g0 = lambda: batch_generator(0, 1, 2)  # noqa: E731
+    images = torch.rand(6, 3, 32, 32)
+    masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+    masks[:, 2:30, 2:30] = True
+    face = torch.zeros_like(masks)
+    face[:, 12:20, 12:20] = True
+    params = torch.zeros(6, 5)
+    bank = torch.full((3, 3, 32, 32), 200, dtype=torch.uint8)
+    aug = Augment(0, 0, 0, 0, photo_background_prob=1.0, backgrounds=bank, face_only_prob=1.0)
+    out, _ = aug(images, params, g0(), masks, face)
+    assert torch.allclose(out[:, :, 13:19, 13:19], images[:, :, 13:19, 13:19])    # the face (1 px in from its edge)
+    photo = torch.full_like(out[:, :, 2:4, 2:30], 200 / 255)
+    assert torch.allclose(out[:, :, 2:4, 2:30], photo, atol=1e-6)                  # scalp/neck rows: the photo
+    with pytest.raises(ValueError, match="face masks"):
+        aug(images, params, g0(), masks)
+    base = Augment(0.15, 0.3, 0.02, 0.04, photo_background_prob=0.5, backgrounds=bank)
+    off = Augment(0.15, 0.3, 0.02, 0.04, photo_background_prob=0.5, backgrounds=bank, face_only_prob=0.0)
+    assert torch.equal(base(images, params, g0(), masks)[0], off(images, params, g0(), masks, face)[0])
+    half = Augment(0, 0, 0, 0, photo_background_prob=1.0, backgrounds=bank, face_only_prob=0.5)(
+        images, params, g0(), masks, face)[0]
+    cut = torch.isclose(half[:, :, 2:4, 2:30], photo).all(1).all(1).all(1)         # which images lost their scalp
+    assert 0 < int(cut.sum()) < 6
+
+
+def test_input_zoom_window():
+    """input_zoom: the network sees the centre window of the image resized to view_size, the same whether it is
+    given the whole image or the augmentation's batch already at view_size (what training feeds it); zoom 1 is
+    the plain resize of before."""
+    import torch.nn.functional as F
+
+    from ifn.learn.nets import InverseFaceNet, view_size
+
+    assert view_size(64, 1.0) == 64 and view_size(64, 1.1) == 70 and view_size(64, 1.25) == 80
+    assert view_size(63, 1.1) == 69                                         # window centred: an even margin
+    images = torch.rand(3, 3, 128, 128)
+    net = InverseFaceNet(7, input_size=16, input_zoom=1.25)
+    view = F.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(net.resize(images), view[..., 2:18, 2:18])
+    assert torch.equal(net.resize(view), view[..., 2:18, 2:18])             # the augmented batch: crop only
+    plain = InverseFaceNet(7, input_size=16)
+    assert torch.equal(plain.resize(images), F.interpolate(images, size=(16, 16), mode="bilinear",
+                                                           align_corners=False, antialias=True))
+    with torch.no_grad():
+        assert net(images).shape == (3, 7)
+
+
+def test_output_range_clamp():
+    """Eval mode clamps the outputs to the training corpus's range, training mode does not; a state dict saved
+    before the range existed loads with no bounds."""
+    from ifn.learn.nets import InverseFaceNet
+
+    torch.manual_seed(0)
+    net = InverseFaceNet(4, input_size=16)
+    net.set_param_stats(torch.zeros(4), torch.full((4,), 100.0))          # wide outputs from small weights
+    old = {k: v for k, v in net.state_dict().items() if k not in ("param_lo", "param_hi")}
+    images = torch.rand(8, 3, 16, 16)
+    with torch.no_grad():
+        raw = net.eval()(images)                                            # no range yet: +-inf
+        net.set_param_range(torch.tensor([-1.0, 0.0, -5.0, 0.0]), torch.tensor([1.0, 1.0, 5.0, 0.5]))
+        out = net(images)
+        trained = net.train()(images)
+    assert torch.equal(out, torch.maximum(torch.minimum(raw, net.param_hi), net.param_lo))
+    assert not torch.equal(out, raw) and ((out >= net.param_lo) & (out <= net.param_hi)).all()
+    assert ((trained < net.param_lo) | (trained > net.param_hi)).any()     # training mode: not clamped
+    fresh = InverseFaceNet(4, input_size=16)
+    fresh.load_state_dict(old)
+    assert torch.isinf(fresh.param_lo).all() and torch.isinf(fresh.param_hi).all()
+
+
 # -- training ---------------------------------------------------------------------------------------------
 
 def test_fast_dev_run_model_space(dev_run, setup):
@@ -229,6 +303,9 @@ def test_mini_training_resume_and_export(setup):
     blob = torch.load(out / "model_space" / "model.pt", weights_only=True)
     assert set(blob) >= {"state_dict", "net", "layout", "image_size", "loss"} and info["image_size"] == 32
     assert "param_mean" in blob["state_dict"] and "param_std" in blob["state_dict"]
+    train_params = torch.from_numpy(np.concatenate([np.asarray(Corpus.open(setup / "corpus").load("train", "params"))]))
+    assert torch.equal(blob["state_dict"]["param_lo"], train_params.min(0).values)    # the corpus's range
+    assert torch.equal(blob["state_dict"]["param_hi"], train_params.max(0).values)
     from ifn.learn.module import InverseFaceNetModule
     from ifn.synth import build_renderer
 

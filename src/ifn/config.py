@@ -161,6 +161,7 @@ class PriorConfig(Section):
     translate_xy_cm: float = param(1.5, **_num(0.0, 20.0))
     translate_z_cm: float = param(10.0, **_num(0.0, 50.0))
     hair_prob: float = param(0.0, **_num(0.0, 1.0))
+    hair_low_cm: float = param(-5.0, **_num(-20.0, 10.0))
     brow_prob: float = param(0.0, **_num(0.0, 1.0))
     long_hair_prob: float = param(0.0, **_num(0.0, 1.0))
 
@@ -228,6 +229,7 @@ class NetConfig(Section):
     stem_width: int = param(32, **_num(4, 512, integer=True))
     dropout: float = param(0.0, **_num(0.0, 0.9))
     channels_last: bool = param(True, **_choice(True, False))
+    input_zoom: float = param(1.0, **_num(1.0, 2.0))
 
     def validate(self):
         if len(self.blocks) != len(self.widths):
@@ -248,6 +250,8 @@ class AugmentConfig(Section):
     background_photos: int = param(1024, **_num(1, 100000, integer=True))
     gray_prob: float = param(0.0, **_num(0.0, 1.0))
     border_prob: float = param(0.0, **_num(0.0, 1.0))
+    face_only_prob: float = param(0.0, **_num(0.0, 1.0))
+    contrast_boost: float = param(1.0, **_num(1.0, 10.0))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ outputs/corpus/
                   /landmarks.npy  (N, 68, 2) float32 pixel positions of the 68 landmarks
                   /shading_gram.npy (N, 9, 9) float32 Gram of the SH shading basis on the ground-truth normals
                   /masks.npy      (N, H, W) bool face-model coverage
+                  /face_masks.npy (N, H, W) bool coverage by the face part, eyeballs and mouth socket (no scalp,
+                                  ears or neck; corpora written before 2026-12-07 lack it: masks stand in)
   val/...  test/...
 
 The whole corpus folder is written to a temporary name and renamed when complete (ifn.atomic), so an
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARRAYS = ("images", "params", "landmarks", "shading_gram", "masks")
+ARRAYS = ("images", "params", "landmarks", "shading_gram", "masks", "face_masks")
 SPLITS = ("train", "val", "test")
 
 

@@ -182,8 +182,9 @@ class RealFinetuneModule(InverseFaceNetModule):
                 "expression_prior": terms["expression_prior"].detach(), "photo": terms["photo"].detach()}
 
     def _net_input(self, photos: torch.Tensor) -> torch.Tensor:
-        """(B, S, S, 3) photos -> (B, 3, s, s) at the network's input size (as InverseFaceNet resizes)."""
-        return self.net.resize(photos.permute(0, 3, 1, 2))
+        """(B, S, S, 3) photos -> (B, 3, s, s) at the network's view size (InverseFaceNet.to_view, the size of
+        the augmented synthetic batches)."""
+        return self.net.to_view(photos.permute(0, 3, 1, 2))
 
     def training_step(self, batch, batch_idx):
         syn, real = batch["synthetic"], batch["real"]

@@ -23,13 +23,16 @@ from scipy.ndimage import distance_transform_edt
 HAIR_COLOURS = ((0.012, 0.010, 0.008), (0.040, 0.025, 0.015), (0.10, 0.055, 0.030), (0.20, 0.075, 0.035),
                 (0.25, 0.17, 0.09), (0.45, 0.33, 0.18), (0.30, 0.29, 0.28))
 HAIRLINE_CM = (7.0, 13.0)     # hairline height on the face part, model y (brows at ~6, top of the face part 12.4)
-HAIR_SIDE_CM = (-5.0, 4.0)   # on the head/neck part, hair above this model y (ears span about -3..4)
+HAIR_SIDE_CM = (-5.0, 4.0)   # on the head/neck part, hair above a model y in this range (ears span about -3..4);
+                             # paint_hair's low_cm moves the range (same span)
 
 
-def paint_hair(renderer, albedo: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+def paint_hair(renderer, albedo: torch.Tensor, prob: float, g: torch.Generator,
+               low_cm: float = HAIR_SIDE_CM[0]) -> torch.Tensor:
     """(B, V, 3) linear albedo -> the same with, for each sample with probability `prob`, hair painted on: a
-    colour of HAIR_COLOURS with per-vertex texture on the head/neck part above a random height and on the face
-    part above a random hairline (fringes). A rendering nuisance, not a parameter: real photos show hair where
+    colour of HAIR_COLOURS with per-vertex texture on the head/neck part above a random height ~ U(low_cm,
+    low_cm + 9) (model y, cm: -5 by default, hair down to about the ears; -8 reaches the nape and often covers
+    the ears, as real hair does) and on the face part above a random hairline (fringes). A rendering nuisance, not a parameter: real photos show hair where
     the model has a bald scalp of skin, and a network trained on bald heads reads pose off the skin-coloured
     skull outline. The ground truth (the reflectance coefficients) is unchanged; losses measure skin albedo.
 
@@ -43,7 +46,7 @@ def paint_hair(renderer, albedo: torch.Tensor, prob: float, g: torch.Generator) 
     y = fm.mean[:, 1].to(albedo)
     has = torch.rand(b, generator=g) < prob
     hairline = HAIRLINE_CM[0] + (HAIRLINE_CM[1] - HAIRLINE_CM[0]) * torch.rand(b, generator=g)
-    side = HAIR_SIDE_CM[0] + (HAIR_SIDE_CM[1] - HAIR_SIDE_CM[0]) * torch.rand(b, generator=g)
+    side = low_cm + (HAIR_SIDE_CM[1] - HAIR_SIDE_CM[0]) * torch.rand(b, generator=g)
     palette = torch.tensor(HAIR_COLOURS)
     colour = palette[torch.randint(len(palette), (b,), generator=g)] * (0.7 + 0.6 * torch.rand(b, 1, generator=g))
     texture = (1 + 0.3 * torch.randn(b, v, 1, generator=g)).clamp_min(0.2)

@@ -66,14 +66,14 @@ def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], background
         if hair_prob > 0 or brow_prob > 0:
             albedo = renderer.albedo(groups)
             if hair_prob > 0:
-                albedo = paint_hair(renderer, albedo, hair_prob, g)
+                albedo = paint_hair(renderer, albedo, hair_prob, g, prior.hair_low_cm)
             if brow_prob > 0:
                 albedo = paint_brows(renderer.face_model, albedo, brow_prob, g)
         out = renderer(groups, background=srgb_to_linear(backgrounds), albedo=albedo)
         image, mask = out.image, out.mask
+        face = face_pixels(renderer, out.fragments)
         if long_hair_prob > 0:
-            image, mask = long_hair(image, mask, face_pixels(renderer, out.fragments), out.landmarks,
-                                    long_hair_prob, g)
+            image, mask = long_hair(image, mask, face, out.landmarks, long_hair_prob, g)
         images = (linear_to_srgb(image) * 255).round().to(torch.uint8)
         return {
             "images": images.numpy(),
@@ -81,6 +81,7 @@ def render_batch(renderer: Renderer, groups: dict[str, torch.Tensor], background
             "landmarks": out.landmarks.float().numpy(),
             "shading_gram": shading_gram(out.normals, weights).float().numpy(),
             "masks": mask.numpy(),
+            "face_masks": (face & mask).numpy(),
         }
 
 

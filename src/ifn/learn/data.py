@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from ..config import AugmentConfig, TrainConfig
 from ..corpus import Corpus
 from ..model.layout import ParamLayout
+from .nets import view_size
 
 try:  # the DataModule needs Lightning; the Dataset and Augment do not
     import pytorch_lightning as pl
@@ -94,6 +95,9 @@ class Augment:
     See the module docstring for the crop's target adjustment.
 
     color_jitter  brightness, contrast and saturation factors ~ U(1 - c, 1 + c) each, per image
+    contrast_boost  the contrast factor is further multiplied by a log-uniform factor in [1, this] (1: off): the
+                  renders are flat next to photos (luma SD inside the face 0.05 vs 0.15, mean absolute pixel
+                  gradient 4x lower; bench/contrast_stats.py)
     blur_prob     probability of a Gaussian blur with sigma ~ U(0.3, 1.0) px (at the corpus resolution)
     noise_std     std of additive Gaussian pixel noise
     crop_jitter   crop window side ~ U(1 - c, 1) of the image and its centre shifted by up to c of the side in
@@ -107,13 +111,19 @@ class Augment:
                   (K, H, W, 3)): whole face crops, so real hair, clothes and clutter surround the rendered head;
                   a corner window of side U(0.4, 0.55)
                   (away from the photo's own face), mirrored half of the time; needs the batch's masks (B, H, W)
+    face_only_prob  probability that the photo replaces everything but the face part (face, eyeballs, mouth
+                  socket: the batch's face masks (B, H, W), dilated by a blur of sigma U(0, 3) px at the corpus
+                  size thresholded at U(0.1, 0.5)) of an image that gets a photo background (so the fraction of
+                  all images is photo_background_prob x this): scalp, ears and neck go, and with them the head
+                  outline, which a network otherwise reads head pose from (real heads' outline is hair)
     gray_prob     probability that an image is made greyscale (many benchmark photos are)
     border_prob   probability of a black band (U(5 %, 30 %) of the side, one random edge), what a face crop
                   reaching beyond its photo's edge looks like (ifn.real.crop_square pads with black)
     The three are drawn from a second stream only when one of them is on, so settings without them give the
-    same batches as before they existed.
+    same batches as before they existed; face_only_prob draws from a third one, only when it is on.
     out_size      resize the batch (antialiased bilinear, masks too) to this side first and augment there: the
-                  network's input size (train.net.input_size), which it would resize to anyway; at 64 px this
+                  network's view size (ifn.learn.nets.view_size of train.net.input_size and input_zoom), which it
+                  would resize to anyway; at 64 px this
                   makes augmentation ~5x cheaper than at the corpus's 128 px. Blur sigmas stay in corpus pixels.
                   None: augment at the corpus size.
     """
@@ -131,6 +141,8 @@ class Augment:
     border_prob: float = 0.0
     backgrounds: torch.Tensor | None = field(default=None, compare=False, repr=False)
     out_size: int | None = None
+    face_only_prob: float = 0.0
+    contrast_boost: float = 1.0
 
     @classmethod
     def from_config(cls, config: AugmentConfig, meta: dict, pivot_cm: float = 0.0,
@@ -147,7 +159,7 @@ class Augment:
                    config.gray_prob, config.border_prob,
                    None if backgrounds is None else
                    torch.as_tensor(np.asarray(backgrounds)).permute(0, 3, 1, 2).contiguous(),
-                   None if out_size is None else int(out_size))
+                   None if out_size is None else int(out_size), config.face_only_prob, config.contrast_boost)
 
     def composite(self, images: torch.Tensor, masks: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Real photos behind the rendered heads: images (B, 3, H, W), masks (B, H, W), draws v (B, 6) in
@@ -213,12 +225,24 @@ class Augment:
             params[:, self.translation] = t.to(params.dtype)
         return images, params
 
+    def face_only(self, masks: torch.Tensor, face_masks: torch.Tensor, w: torch.Tensor, scale: float
+                  ) -> torch.Tensor:
+        """(B, H, W) render masks, face masks and draws w (B, 3) in [0, 1) -> the masks of face_only_prob:
+        where w[:, 0] < face_only_prob the face mask dilated (blur sigma 3 w[:, 1] corpus px, threshold
+        0.1 + 0.4 w[:, 2]) within the render mask, elsewhere the render mask."""
+        m = masks.to(w.dtype if masks.dtype == torch.bool else masks.dtype)
+        grown = gaussian_blur(face_masks.to(m.dtype)[:, None], (3.0 * scale * w[:, 1]).to(m.dtype))[:, 0]
+        grown = (grown > (0.1 + 0.4 * w[:, 2]).to(m.dtype)[:, None, None]).to(m.dtype) * m
+        return torch.where((w[:, 0] < self.face_only_prob)[:, None, None], grown, m)
+
     def __call__(self, images: torch.Tensor, params: torch.Tensor, g: torch.Generator,
-                 masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 masks: torch.Tensor | None = None, face_masks: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         single = images.ndim == 3
         if single:
             images, params = images[None], params[None]
             masks = None if masks is None else masks[None]
+            face_masks = None if face_masks is None else face_masks[None]
         b = images.shape[0]
         blur_scale = 1.0
         if self.out_size is not None and images.shape[-1] != self.out_size:
@@ -228,12 +252,20 @@ class Augment:
             if masks is not None and self.photo_background_prob > 0:   # masks serve only the backgrounds
                 masks = F.interpolate(masks[:, None].to(images.dtype), size=size, mode="bilinear",
                                       align_corners=False, antialias=True)[:, 0]
+                if face_masks is not None and self.face_only_prob > 0:
+                    face_masks = F.interpolate(face_masks[:, None].to(images.dtype), size=size, mode="bilinear",
+                                               align_corners=False, antialias=True)[:, 0]
         u = torch.rand(b, 8, generator=g, dtype=torch.float64)   # all per-image draws at once
         extra = self.photo_background_prob > 0 or self.gray_prob > 0 or self.border_prob > 0
         v = torch.rand(b, 10, generator=g, dtype=torch.float64) if extra else None
         if self.photo_background_prob > 0:
             if masks is None or self.backgrounds is None:
                 raise ValueError("photo backgrounds need the batch's render masks and background photos")
+            if self.face_only_prob > 0:
+                if face_masks is None:
+                    raise ValueError("train.augment.face_only_prob > 0 needs the batch's face masks")
+                masks = self.face_only(masks, face_masks, torch.rand(b, 3, generator=g, dtype=torch.float64),
+                                       blur_scale)
             sel = torch.nonzero(v[:, 0] < self.photo_background_prob).flatten()
             if len(sel):
                 images = images.clone()
@@ -246,11 +278,14 @@ class Augment:
                 gray = torch.einsum("bchw,c->bhw", images[sel], images.new_tensor(LUMA))
                 images = images.clone()
                 images[sel] = gray[:, None].expand(-1, 3, -1, -1)
-        if self.color_jitter > 0:
+        if self.color_jitter > 0 or self.contrast_boost > 1:
             # brightness b: x1 = b x; saturation s: x2 = g1 + s (x1 - g1), g1 = b gray(x); contrast c:
             # x3 = m + c (x2 - m), m = mean(x2). All linear: x3 = c b s x + c b (1 - s) gray(x) + (1 - c) m.
             j = self.color_jitter
             b_, c_, s_ = (1 - j + 2 * j * u[:, 3:6]).to(images.dtype).unbind(-1)
+            if self.contrast_boost > 1:
+                k = torch.rand(b, generator=g, dtype=torch.float64)
+                c_ = c_ * torch.exp(math.log(self.contrast_boost) * k).to(images.dtype)
             gray = torch.einsum("bchw,c->bhw", images, images.new_tensor(LUMA))[:, None]
             m = b_ * (s_ * images.mean((1, 2, 3)) + (1 - s_) * gray.mean((1, 2, 3)))
             images = torch.addcmul((c_ * b_ * (1 - s_))[:, None, None, None] * gray,
@@ -284,7 +319,8 @@ class AugmentCollate:
         batch = default_collate(samples)
         if self.augment is not None:
             g = batch_generator(self.seed, int(batch["epoch"][0]), int(batch["index"][0]))
-            batch["image"], batch["params"] = self.augment(batch["image"], batch["params"], g, batch.get("mask"))
+            batch["image"], batch["params"] = self.augment(batch["image"], batch["params"], g, batch.get("mask"),
+                                                           batch.get("face_mask"))
         return batch
 
 
@@ -295,6 +331,7 @@ class SyntheticDataset(Dataset):
 
     Items: `ds[i]` or `ds[(i, epoch)]` (what EpochSampler yields) -> {"image": (3, H, W) float32 in [0, 1],
     "mask": (H, W) bool render coverage (only with masks=True; all True for shards without masks),
+    "face_mask": (H, W) bool coverage by the face part (with masks=True; the render coverage for older shards),
     "params": (P,) float32,
     "shading_gram": (9, 9) float32, "index": int, "epoch": int}. Unaugmented: the
     training DataLoader augments whole batches (AugmentCollate). Per-sample work is numpy only (single
@@ -317,8 +354,9 @@ class SyntheticDataset(Dataset):
         # Opened lazily, so that each DataLoader worker maps the files itself.
         if self._arrays is None:
             self._arrays = [{name: np.load(s / f"{name}.npy", mmap_mode="r")
-                             for name in ("images", "params", "shading_gram", "masks")
-                             if name != "masks" or (self.masks and (s / "masks.npy").exists())} for s in self.shards]
+                             for name in ("images", "params", "shading_gram", "masks", "face_masks")
+                             if name not in ("masks", "face_masks") or (self.masks and (s / f"{name}.npy").exists())}
+                            for s in self.shards]
         return self._arrays
 
     def __getstate__(self):
@@ -349,6 +387,8 @@ class SyntheticDataset(Dataset):
         if self.masks:
             mask = np.array(arrays["masks"][i], dtype=bool) if "masks" in arrays else np.ones(image.shape[1:], bool)
             item["mask"] = torch.from_numpy(mask)
+            item["face_mask"] = (torch.from_numpy(np.array(arrays["face_masks"][i], dtype=bool))
+                                 if "face_masks" in arrays else item["mask"])
         return item
 
 
@@ -432,7 +472,7 @@ class CorpusDataModule(_DataModuleBase):
         """The training batches' Augment (None with augment=False)."""
         if not self.augment:
             return None
-        size = int(self.config.net.input_size)
+        size = view_size(self.config.net.input_size, self.config.net.input_zoom)
         return Augment.from_config(self.config.augment, self.corpus.meta, self.pivot_cm, self.backgrounds(),
                                    size if size < self.image_size else None)
 
@@ -460,6 +500,11 @@ class CorpusDataModule(_DataModuleBase):
         if self._stats is None:
             self._stats = param_stats(self.dataset("train").params())
         return self._stats
+
+    def param_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min (P,), max (P,)) float32 of the training split's parameter vectors (InverseFaceNet.set_param_range)."""
+        p = torch.from_numpy(self.dataset("train").params())
+        return p.min(0).values.float(), p.max(0).values.float()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)

@@ -49,7 +49,8 @@ def build_network(net: Mapping[str, Any], n_params: int) -> InverseFaceNet:
     return InverseFaceNet(n_params, input_size=int(net["input_size"]), blocks=tuple(net["blocks"]),
                           widths=tuple(net["widths"]), block=net["block"], stem=net["stem"],
                           stem_width=int(net["stem_width"]), dropout=float(net["dropout"]),
-                          channels_last=bool(net.get("channels_last", False)))
+                          channels_last=bool(net.get("channels_last", False)),
+                          input_zoom=float(net.get("input_zoom", 1.0)))
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int):

@@ -195,6 +195,7 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
                                   float(meta.get("render", {}).get("distance_cm", params.render.distance_cm)),
                                   resume_key, face_model=renderer.face_model, reflectance=renderer.reflectance,
                                   vertex_weights=weights, param_mean=mean, param_std=std)
+    module.net.set_param_range(*data.param_range())
 
     info = {"net": plain(cfg.net.to_dict()), "layout": dict(renderer.layout.sizes),
             "image_size": int(meta["image_size"]), "loss": loss, "weights": "best val/loss", "seed": params.seed}
