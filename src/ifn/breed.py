@@ -236,7 +236,7 @@ class BreedDataModule(CorpusDataModule):
     def __init__(self, corpus_dir, pool_dirs: Sequence[str | Path], config, seed: int, mix_fraction: float,
                  epoch_size: int, pivot_cm: float = 0.0, real=None):
         super().__init__(corpus_dir, config, seed, pivot_cm=pivot_cm, real=real)
-        self.pools = [SyntheticDataset(Corpus.open(p), "train", masks=self.needs_masks("train")) for p in pool_dirs]
+        self.pools = [SyntheticDataset(Corpus.open(p), "train", **self.mask_kwargs("train")) for p in pool_dirs]
         self.mix_fraction, self.epoch_size = float(mix_fraction), int(epoch_size)
 
     def train_size(self) -> int:

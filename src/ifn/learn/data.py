@@ -331,17 +331,20 @@ class SyntheticDataset(Dataset):
 
     Items: `ds[i]` or `ds[(i, epoch)]` (what EpochSampler yields) -> {"image": (3, H, W) float32 in [0, 1],
     "mask": (H, W) bool render coverage (only with masks=True; all True for shards without masks),
-    "face_mask": (H, W) bool coverage by the face part (with masks=True; the render coverage for older shards),
+    "face_mask": (H, W) bool coverage by the face part (only with face_masks=True too; the render coverage for
+    older shards),
     "params": (P,) float32,
     "shading_gram": (9, 9) float32, "index": int, "epoch": int}. Unaugmented: the
     training DataLoader augments whole batches (AugmentCollate). Per-sample work is numpy only (single
     threaded; small multi-threaded torch ops stall when the CPU is shared).
     """
 
-    def __init__(self, corpus: Corpus | str | Path, split: str = "train", masks: bool = True):
+    def __init__(self, corpus: Corpus | str | Path, split: str = "train", masks: bool = True,
+                 face_masks: bool = False):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
         self.split = split
         self.masks = bool(masks)
+        self.face_masks = self.masks and bool(face_masks)
         self.shards = self.corpus.shards(split)
         if not self.shards:
             raise FileNotFoundError(f"corpus {self.corpus.root} has no {split} shards")
@@ -355,7 +358,8 @@ class SyntheticDataset(Dataset):
         if self._arrays is None:
             self._arrays = [{name: np.load(s / f"{name}.npy", mmap_mode="r")
                              for name in ("images", "params", "shading_gram", "masks", "face_masks")
-                             if name not in ("masks", "face_masks") or (self.masks and (s / f"{name}.npy").exists())}
+                             if name not in ("masks", "face_masks")
+                             or (getattr(self, name) and (s / f"{name}.npy").exists())}
                             for s in self.shards]
         return self._arrays
 
@@ -387,6 +391,7 @@ class SyntheticDataset(Dataset):
         if self.masks:
             mask = np.array(arrays["masks"][i], dtype=bool) if "masks" in arrays else np.ones(image.shape[1:], bool)
             item["mask"] = torch.from_numpy(mask)
+        if self.face_masks:
             item["face_mask"] = (torch.from_numpy(np.array(arrays["face_masks"][i], dtype=bool))
                                  if "face_masks" in arrays else item["mask"])
         return item
@@ -480,9 +485,14 @@ class CorpusDataModule(_DataModuleBase):
         """Render masks are read only where the augmentation composites photo backgrounds (train split)."""
         return split == "train" and self.augment and self.config.augment.photo_background_prob > 0
 
+    def mask_kwargs(self, split: str) -> dict[str, bool]:
+        """SyntheticDataset's masks / face_masks flags for a split: each read only where the augmentation uses it."""
+        masks = self.needs_masks(split)
+        return {"masks": masks, "face_masks": masks and self.config.augment.face_only_prob > 0}
+
     def dataset(self, split: str) -> SyntheticDataset:
         if split not in self._datasets:
-            self._datasets[split] = SyntheticDataset(self.corpus, split, masks=self.needs_masks(split))
+            self._datasets[split] = SyntheticDataset(self.corpus, split, **self.mask_kwargs(split))
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -498,13 +508,15 @@ class CorpusDataModule(_DataModuleBase):
         """(mean, std) of the training split's parameter vectors (for InverseFaceNet.set_param_stats and the
         parameter loss's scales)."""
         if self._stats is None:
-            self._stats = param_stats(self.dataset("train").params())
+            p = self.dataset("train").params()          # read once for the stats and the range
+            self._stats = param_stats(p)
+            self._range = tuple(torch.from_numpy(r).float() for r in (p.min(0), p.max(0)))
         return self._stats
 
     def param_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(min (P,), max (P,)) float32 of the training split's parameter vectors (InverseFaceNet.set_param_range)."""
-        p = torch.from_numpy(self.dataset("train").params())
-        return p.min(0).values.float(), p.max(0).values.float()
+        self.param_stats()
+        return self._range
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
