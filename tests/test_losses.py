@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ifn.learn.losses import ModelSpaceLoss, ParameterLoss, brute_force_model_space, shading_gram
+from ifn.learn.losses import ModelSpaceLoss, ParameterLoss, ReprojectionLoss, brute_force_model_space, shading_gram
 from ifn.model.facemodel import FaceModel
 from ifn.model.layout import ParamLayout
 from ifn.model.reflectance import ReflectanceModel
@@ -303,3 +303,46 @@ def test_parameter_loss_by_hand():
     assert out["loss"].item() == pytest.approx(loss(layout.split(pred), layout.split(target))["loss"].item())
     with pytest.raises(KeyError):
         ParameterLoss(layout, weights={"pose": 1.0})
+
+
+def test_reprojection_matches_camera_projection_of_landmarks(face_model_full):
+    """Brute force: pose the whole mesh with Camera.pose, project with Camera.project (pixels), take the
+    landmark vertices; the loss is their mean squared distance in percent of the image side."""
+    gen = torch.Generator().manual_seed(5)
+    fm = face_model_full.to(dtype=F64)
+    layout = ParamLayout(fm.n_shape, fm.n_expression, 3)
+    cam = Camera(image_size=200, fov_deg=13.0, distance_cm=100.0)
+    loss = ReprojectionLoss(fm, layout, cam.fov_deg, cam.distance_cm, dtype=F64)
+    pred, target = random_params(layout, 5, gen), random_params(layout, 5, gen)
+    ids = fm.landmarks[fm.landmarks >= 0]
+    assert len(ids) == 68
+
+    def pixels(p):
+        g = layout.split(p)
+        uv, _ = cam.project(cam.pose(fm.geometry(g["shape"], g["expression"]), g["rotation"], g["translation"]))
+        return uv[:, ids]
+
+    want = (100.0 * (pixels(pred) - pixels(target)) / cam.image_size).pow(2).sum(-1).mean(-1)
+    got = loss(pred, target)
+    assert torch.allclose(got, want, rtol=1e-9)
+    assert (got > 0).all() and loss(pred, pred).abs().max() < 1e-20
+    # a head moved along the viewing ray of its landmarks' centre, scaled with its distance, projects the
+    # same for a flat face: here only the translation part -- pushing the head 10 cm deeper shrinks the image
+    g = layout.split(target.clone())
+    g["translation"] = g["translation"] + torch.tensor([0.0, 0.0, -10.0], dtype=F64)
+    assert (loss(layout.join(g), target) > 0).all()
+
+
+def test_reprojection_gradcheck_and_module_term(tiny, one_thread):
+    fm, refl, layout, w, gen = tiny
+    fm = FaceModel(**{**{f: getattr(fm, f) for f in ("mean", "shape_basis", "expression_basis", "triangles",
+                                                       "parts", "part_names", "source_index", "name")},
+                      "landmarks": torch.cat([torch.arange(10), torch.full((58,), -1)])})
+    loss = ReprojectionLoss(fm, layout, fov_deg=20.0, dtype=F64)
+    pred = random_params(layout, 3, gen).requires_grad_()
+    target = random_params(layout, 3, gen)
+    assert torch.autograd.gradcheck(lambda p: loss(p, target), (pred,))
+    with pytest.raises(ValueError, match="fov_deg"):
+        ReprojectionLoss(fm, layout, fov_deg=0.0)
+    with pytest.raises(ValueError, match="no landmark"):
+        ReprojectionLoss(tiny[0], layout, fov_deg=20.0)

@@ -252,21 +252,43 @@ def test_fast_dev_run_model_space(dev_run, setup):
 
 
 def test_fast_dev_run_parameter(setup):
-    s = run(setup, "fdr", "parameter", fast_dev_run=True)
+    s = run(setup, "fdr", "parameter", fast_dev_run=True, overrides={"train.w_reprojection": 0.0})
     assert s["steps"] == 1 and math.isfinite(s["train_loss"])
     # the model-space terms are computed for the parameter-loss model too (comparable ablation)
     assert all(math.isfinite(s["val"][k]) for k in ("geometry", "reflectance", "illumination", "model_space"))
     assert s["val"]["loss"] == pytest.approx(s["val"]["param_loss"])
+    # the reprojection term adds to the parameter loss too
+    r = run(setup, "fdr", "parameter", fast_dev_run=True, overrides={"train.w_reprojection": 2.0})
+    assert r["val"]["loss"] == pytest.approx(r["val"]["param_loss"] + 2.0 * r["val"]["reprojection"], rel=1e-5)
+
+
+def default_w_reprojection(setup) -> float:
+    return load_params(setup / "params.yaml", OVERRIDES).train.w_reprojection
 
 
 def test_model_space_plus_parameter_term(dev_run, setup):
     """train.w_parameter adds that multiple of the parameter loss to the model-space objective (val too)."""
+    w_rep = default_w_reprojection(setup)
     s = run(setup, "fdr", fast_dev_run=True, overrides={"train.w_parameter": 0.5})
     val = s["val"]
-    assert val["loss"] == pytest.approx(val["model_space"] + 0.5 * val["param_loss"], rel=1e-5)
-    assert val["loss"] > val["model_space"]
-    assert dev_run["val"]["loss"] == pytest.approx(dev_run["val"]["model_space"], rel=1e-6)  # w = 0: unchanged
+    assert val["loss"] == pytest.approx(val["model_space"] + 0.5 * val["param_loss"] + w_rep * val["reprojection"],
+                                        rel=1e-5)
+    assert val["loss"] > val["model_space"] + w_rep * val["reprojection"]
+    dev = dev_run["val"]   # w_parameter = 0: no parameter term
+    assert dev["loss"] == pytest.approx(dev["model_space"] + w_rep * dev["reprojection"], rel=1e-6)
     assert s["train_loss"] != dev_run["train_loss"]
+
+
+def test_model_space_plus_reprojection_term(dev_run, setup):
+    """train.w_reprojection adds that multiple of the landmark reprojection error (always reported) to the
+    objective; with weight 0 it is measured but not optimised."""
+    assert dev_run["val"]["reprojection"] > 0
+    s = run(setup, "fdr", fast_dev_run=True, overrides={"train.w_reprojection": 2.0})
+    val = s["val"]
+    assert val["loss"] == pytest.approx(val["model_space"] + 2.0 * val["reprojection"], rel=1e-5)
+    off = run(setup, "fdr", fast_dev_run=True, overrides={"train.w_reprojection": 0.0})
+    assert off["val"]["loss"] == pytest.approx(off["val"]["model_space"], rel=1e-6) and off["val"]["reprojection"] > 0
+    assert len({s["train_loss"], off["train_loss"], dev_run["train_loss"]}) == 3 or default_w_reprojection(setup) in (0.0, 2.0)
 
 
 def test_seeded_determinism(dev_run, setup):

@@ -435,7 +435,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     module = InverseFaceNetModule(config, renderer.layout.counts,
                                   float(corpus.meta["render"]["distance_cm"]), resume_key,
                                   face_model=renderer.face_model, reflectance=renderer.reflectance,
-                                  vertex_weights=weights)
+                                  vertex_weights=weights, fov_deg=renderer.camera.fov_deg)
     module.net.load_state_dict(net.state_dict())       # weights and the output scaling of the previous network
     module._set_parameter_loss(module.net.param_std)
     out_info = {**info, "loss": loss, "weights": "best val/loss", "round": name,

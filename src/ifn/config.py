@@ -266,6 +266,7 @@ class TrainConfig(Section):
     w_reflectance: float = param(3000.0, **_num(0.0, 1e6))
     w_illumination: float = param(300.0, **_num(0.0, 1e6))
     w_parameter: float = param(0.0, **_num(0.0, 1e6))
+    w_reprojection: float = param(0.0, **_num(0.0, 1e6))
     batch_size: int = param(64, **_num(1, 4096, integer=True))
     lr: float = param(2e-3, **_num(1e-7, 1.0))
     weight_decay: float = param(1e-4, **_num(0.0, 1.0))

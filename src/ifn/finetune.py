@@ -140,6 +140,8 @@ class RealFinetuneModule(InverseFaceNetModule):
 
     def __init__(self, config, layout, distance_cm: float = 100.0, run_key: str = "", *, renderer=None,
                  finetune: Mapping[str, Any] | None = None, detect: Mapping[str, Any] | None = None, **kwargs):
+        if renderer is not None and kwargs.get("fov_deg") is None:
+            kwargs["fov_deg"] = renderer.camera.fov_deg   # the synthetic half's reprojection term
         super().__init__(config, layout, distance_cm, run_key, **kwargs)
         from .detect import correspondence
         from .landmark_fit import model_vertices

@@ -103,7 +103,8 @@ def build_report(params_file: str | Path = "params.yaml", out_path: str | Path =
     runs = {k: v for k, v in runs.items() if v}
     if runs:
         s += [table(runs, ["epochs", "steps", "train_seconds", "images_per_second", "best_val_loss",
-                           "val_geometry", "val_reflectance", "val_illumination", "val_param_loss"]), ""]
+                           "val_geometry", "val_reflectance", "val_illumination", "val_reprojection",
+                           "val_param_loss"]), ""]
     s += [_params_block(raw, ["train"]), ""]
     s += [f"![curves {v}]({os.path.relpath(root / raw['train']['out_dir'] / v / 'curves.png', report_dir)})"
           for v in runs if (root / raw["train"]["out_dir"] / v / "curves.png").exists()] + [""]

@@ -28,10 +28,17 @@ dc = c_hat - c, dR = R_hat - R, dt = t_hat - t):
   SAME vertex weights as the loss) or it is computed from the ground-truth parameters (O(V) per sample).
 
 The illumination term is not symmetric in (pred, target): it is measured on the ground truth's normals.
+
+ReprojectionLoss (a named extra term, train.w_reprojection) measures what the image shows of the geometry: the
+68 landmark vertices projected by the pinhole camera under both parameter vectors, mean squared 2D distance in
+percent of the image side. Unlike the geometry term it ignores how far along its viewing ray a head sits (the
+depth that a landmark-box-framed image hardly shows and that dominates the geometry term's value).
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
+
+import math
 
 import torch
 from torch import nn
@@ -223,6 +230,52 @@ class ModelSpaceLoss(nn.Module):
         terms = {"geometry": self.geometry(gp, gt), "reflectance": self.reflectance(gp, gt),
                  "illumination": self.illumination(gp, gt, shading_gram)}
         return _total(terms, self.term_weights)
+
+
+class ReprojectionLoss(nn.Module):
+    """2D reprojection of the landmark vertices (see the module docstring).
+
+    face_model    its `landmarks` (68,) vertex ids (-1 = not in the region: skipped) and linear bases
+    layout        ParamLayout of the parameter vectors (first n_shape / n_expression modes)
+    fov_deg       the camera's full horizontal field of view, degrees (ifn.render.camera.Camera)
+    distance_cm   default camera distance (head origin at (0, 0, -distance) plus the translation)
+    dtype         dtype of the landmark bases (taken from the float64 model, then cast)
+
+    forward(pred, target) -> (B,) mean over the landmarks of |uv(pred) - uv(target)|^2, uv in percent of the
+    image side (so 1.0 = a mean squared error of 1 % of the side); points behind the camera are not expected
+    (depth is clamped at 1 cm).
+    """
+
+    def __init__(self, face_model: FaceModel, layout: ParamLayout, fov_deg: float, distance_cm: float = 100.0,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        ids = face_model.landmarks.detach().cpu().long()
+        ids = ids[ids >= 0]
+        if ids.numel() == 0:
+            raise ValueError("the face model has no landmark vertices in its region")
+        if not 0.0 < float(fov_deg) < 180.0:
+            raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
+        self.layout = layout
+        self.distance_cm = float(distance_cm)
+        self.focal = 0.5 / math.tan(math.radians(float(fov_deg)) / 2)        # image sides per unit x / depth
+        basis = torch.cat([face_model.shape_basis[:layout.n_shape],
+                           face_model.expression_basis[:layout.n_expression]])[:, ids]  # (K, L, 3)
+        self.register_buffer("mean", face_model.mean.detach()[ids].cpu().to(dtype), persistent=False)  # (L, 3)
+        self.register_buffer("basis", basis.detach().cpu().to(dtype).contiguous(), persistent=False)
+
+    def project(self, params: Params) -> torch.Tensor:
+        """(B, L, 2) landmark positions, percent of the image side from the image centre (v up)."""
+        g = _groups(self.layout, params)
+        c = torch.cat([g["shape"], g["expression"]], -1)
+        mean, basis = self.mean.to(c), self.basis.to(c)
+        x = mean + torch.einsum("bk,klc->blc", c, basis)
+        offset = g["translation"] + g["translation"].new_tensor([0.0, 0.0, -self.distance_cm])
+        posed = x @ euler_to_matrix(g["rotation"]).transpose(-1, -2) + offset[:, None, :]
+        depth = (-posed[..., 2:]).clamp_min(1.0)
+        return 100.0 * self.focal * posed[..., :2] / depth
+
+    def forward(self, pred: Params, target: Params) -> torch.Tensor:
+        return (self.project(pred) - self.project(target)).pow(2).sum(-1).mean(-1)
 
 
 def brute_force_model_space(pred: Params, target: Params, face_model: FaceModel, reflectance: ReflectanceModel,

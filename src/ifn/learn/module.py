@@ -4,6 +4,8 @@ train.loss = "model_space"  ModelSpaceLoss (geometry cm^2, reflectance and illum
                             weighted by train.w_*), over the face part (train.loss_region "face", using the
                             corpus's stored shading grams, which were computed with the same weights) or the
                             whole render mesh ("all": the grams are recomputed from the ground truth, O(V))
+                            + train.w_parameter x the ParameterLoss and + train.w_reprojection x the
+                            ReprojectionLoss (named extra terms; 0 = off)
 train.loss = "parameter"    ParameterLoss: per-entry squared error / (train split std)^2, averaged per group,
                             summed over the six groups (each group counts the same)
 
@@ -12,6 +14,8 @@ Validation and test ALWAYS compute, whatever the training loss, so the ablation 
   <stage>/model_space          the weighted ModelSpaceLoss (train.w_*)
   <stage>/geometry, /reflectance, /illumination   its unweighted terms (means over the samples)
   <stage>/param_loss           the standardised ParameterLoss
+  <stage>/reprojection         the landmark reprojection error (ReprojectionLoss, percent of the image side,
+                               squared), when the module knows the camera's field of view
   <stage>/rmse_<group>         parameter-space RMSE per group in the parameters' own units
                                (shape/reflectance: std units of the model prior, expression: blendshape weight,
                                illumination: SH coefficient, rotation: rad, translation: cm)
@@ -30,7 +34,7 @@ import torch
 
 from ..config import LOSSES, TrainConfig
 from ..model.layout import ParamLayout
-from .losses import TERMS, ModelSpaceLoss, ParameterLoss
+from .losses import TERMS, ModelSpaceLoss, ParameterLoss, ReprojectionLoss
 from .nets import InverseFaceNet
 
 
@@ -74,22 +78,26 @@ class InverseFaceNetModule(pl.LightningModule):
     run_key       opaque string recorded in the hyperparameters (train() uses it to decide about resuming)
     face_model, reflectance   the linear models of the corpus's renderer (ifn.synth.build_renderer)
     vertex_weights            (V,) weights of the model-space loss (face part or ones)
+    fov_deg                   the corpus camera's field of view (render.fov_deg): enables the reprojection
+                              metric, and is required when train.w_reprojection > 0
     param_mean, param_std     (P,) statistics of the training split (the network's output scaling; the
                               parameter loss's scales)
-    Only the first four arguments are saved as hyperparameters (plain values); the network's weights and its
+    Only the first four arguments and fov_deg are saved as hyperparameters (plain values); the network's weights and its
     param_mean/param_std buffers are the module's whole state_dict.
     """
 
     def __init__(self, config: Mapping[str, Any] | TrainConfig, layout: Mapping[str, int], distance_cm: float = 100.0,
                  run_key: str = "", *, face_model=None, reflectance=None, vertex_weights: torch.Tensor | None = None,
-                 param_mean: torch.Tensor | None = None, param_std: torch.Tensor | None = None):
+                 param_mean: torch.Tensor | None = None, param_std: torch.Tensor | None = None,
+                 fov_deg: float | None = None):
         super().__init__()
         if isinstance(config, TrainConfig):
             config = config.to_dict()
         config = plain(config)
         layout = {k: int(layout[k]) for k in ("n_shape", "n_expression", "n_reflectance")}
         self.save_hyperparameters({"config": config, "layout": layout, "distance_cm": float(distance_cm),
-                                   "run_key": str(run_key)})
+                                   "run_key": str(run_key),
+                                   "fov_deg": None if fov_deg is None else float(fov_deg)})
         if config["loss"] not in LOSSES:
             raise ValueError(f"unknown loss {config['loss']!r}; one of {', '.join(LOSSES)}")
         if face_model is None or reflectance is None:
@@ -101,6 +109,11 @@ class InverseFaceNetModule(pl.LightningModule):
         if param_mean is not None and param_std is not None:
             self.net.set_param_stats(torch.as_tensor(param_mean).float(), torch.as_tensor(param_std).float())
         self.w_parameter = float(config.get("w_parameter", 0.0))  # older checkpoints have no such key
+        self.w_reprojection = float(config.get("w_reprojection", 0.0))
+        if self.w_reprojection > 0 and fov_deg is None:
+            raise ValueError("train.w_reprojection > 0 needs the camera's fov_deg")
+        self.reprojection = None if fov_deg is None else ReprojectionLoss(face_model, self.layout, fov_deg,
+                                                                          distance_cm)
         self.use_stored_gram = config["loss_region"] == "face"
         self.model_space = ModelSpaceLoss(face_model, reflectance, self.layout, distance_cm,
                                           vertex_weights=vertex_weights, w_geometry=config["w_geometry"],
@@ -134,18 +147,28 @@ class InverseFaceNetModule(pl.LightningModule):
         with torch.autocast(device_type=pred.device.type, enabled=False):
             return self.parameter(pred.float(), target.float())
 
+    def _reprojection(self, pred, target) -> torch.Tensor:
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return self.reprojection(pred.float(), target.float())
+
     def objective(self, pred, target, batch) -> dict[str, torch.Tensor]:
         """The training loss dict of this module's loss ("loss" + its terms). The model-space loss plus
         train.w_parameter x the parameter loss when that weight is positive (term "parameter"): the model-space
         loss alone does not tie a geometry to one parameter vector (shape and expression modes can imitate
-        small head rotations), the parameter term does."""
+        small head rotations), the parameter term does. Plus train.w_reprojection x the landmark reprojection
+        error (term "reprojection"): the geometry term's value is mostly the head's depth, which the image
+        hardly shows; the reprojection measures what it does show."""
         if self.loss_name == "model_space":
             out = self._model_space(pred, target, batch)
             if self.w_parameter > 0:
                 par = self._parameter(pred, target)["loss"]
                 out = {**out, "loss": out["loss"] + self.w_parameter * par, "parameter": par.detach()}
-            return out
-        return self._parameter(pred, target)
+        else:
+            out = self._parameter(pred, target)
+        if self.w_reprojection > 0:
+            rep = self._reprojection(pred, target)
+            out = {**out, "loss": out["loss"] + self.w_reprojection * rep.mean(), "reprojection": rep.detach()}
+        return out
 
     # -- training -----------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -177,7 +200,12 @@ class InverseFaceNetModule(pl.LightningModule):
         ms = self._model_space(pred, target, batch)
         pl_ = self._parameter(pred, target)
         own = ms["loss"] + self.w_parameter * pl_["loss"] if self.loss_name == "model_space" else pl_["loss"]
-        sums = {"n": torch.tensor(float(pred.shape[0])),
+        sums = {}
+        if self.reprojection is not None:
+            rep = self._reprojection(pred, target)
+            own = own + self.w_reprojection * rep.mean()
+            sums["reprojection"] = rep.detach().sum()
+        sums = {**sums, "n": torch.tensor(float(pred.shape[0])),
                 "loss": own.detach() * pred.shape[0],
                 "model_space": ms["loss"].detach() * pred.shape[0],
                 "param_loss": pl_["loss"].detach() * pred.shape[0]}

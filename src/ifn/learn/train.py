@@ -95,11 +95,12 @@ def save_network(path: Path, state_dict: Mapping[str, torch.Tensor], info: Mappi
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
-    """curves.png: train/val loss, then val geometry / reflectance / illumination per epoch (log scale)."""
+    """curves.png: train/val loss, then val geometry / reflectance / illumination / landmark reprojection per epoch
+    (log scale where a panel spans decades)."""
     from matplotlib.figure import Figure  # no pyplot: independent of the backend, safe in notebooks
 
-    fig = Figure(figsize=(13, 3.4))
-    axes = fig.subplots(1, 4)
+    fig = Figure(figsize=(16, 3.4))
+    axes = fig.subplots(1, 5)
     epochs = [h["epoch"] + 1 for h in history]
 
     def series(key):
@@ -114,7 +115,8 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
     ax.set_title("loss (training objective)")
     ax.legend(fontsize=8)
     panels = [("val_geometry", "val geometry (cm$^2$)"), ("val_reflectance", "val reflectance ([0,1]$^2$)"),
-              ("val_illumination", "val illumination ([0,1]$^2$)")]
+              ("val_illumination", "val illumination ([0,1]$^2$)"),
+              ("val_reprojection", "val landmark reprojection (% of side)$^2$")]
     for ax, (key, label) in zip(axes[1:], panels):
         ax.plot(epochs, series(key), "o-", color="C2")
         ax.set_title(label)
@@ -194,7 +196,7 @@ def train(params_file: str | Path = "params.yaml", loss: str | None = None, corp
     module = InverseFaceNetModule(config, renderer.layout.counts,
                                   float(meta.get("render", {}).get("distance_cm", params.render.distance_cm)),
                                   resume_key, face_model=renderer.face_model, reflectance=renderer.reflectance,
-                                  vertex_weights=weights, param_mean=mean, param_std=std)
+                                  vertex_weights=weights, param_mean=mean, param_std=std, fov_deg=renderer.camera.fov_deg)
     module.net.set_param_range(*data.param_range())
 
     info = {"net": plain(cfg.net.to_dict()), "layout": dict(renderer.layout.sizes),
