@@ -256,7 +256,7 @@ class ReprojectionLoss(nn.Module):
         if not 0.0 < float(fov_deg) < 180.0:
             raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
         self.layout = layout
-        self.distance_cm = float(distance_cm)
+        self.camera = Camera(fov_deg=float(fov_deg), distance_cm=float(distance_cm))   # its pose()
         self.focal = 0.5 / math.tan(math.radians(float(fov_deg)) / 2)        # image sides per unit x / depth
         basis = torch.cat([face_model.shape_basis[:layout.n_shape],
                            face_model.expression_basis[:layout.n_expression]])[:, ids]  # (K, L, 3)
@@ -268,9 +268,7 @@ class ReprojectionLoss(nn.Module):
         g = _groups(self.layout, params)
         c = torch.cat([g["shape"], g["expression"]], -1)
         mean, basis = self.mean.to(c), self.basis.to(c)
-        x = mean + torch.einsum("bk,klc->blc", c, basis)
-        offset = g["translation"] + g["translation"].new_tensor([0.0, 0.0, -self.distance_cm])
-        posed = x @ euler_to_matrix(g["rotation"]).transpose(-1, -2) + offset[:, None, :]
+        posed = self.camera.pose(mean + torch.einsum("bk,klc->blc", c, basis), g["rotation"], g["translation"])
         depth = (-posed[..., 2:]).clamp_min(1.0)
         return 100.0 * self.focal * posed[..., :2] / depth
 
