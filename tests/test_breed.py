@@ -300,3 +300,58 @@ def test_refine_groups_are_validated():
         load_params(ROOT / "params.yaml", {"breed.refine_groups": ["shape", "pose"]})
     p = load_params(ROOT / "params.yaml", {"breed.refine_groups": ["shape", "illumination"]})
     assert p.breed.refine_groups == ("shape", "illumination")
+
+
+# -- plausibility of a refined fit, per-round learning rate -----------------------------------------------------
+def test_landmark_shift_brute_force(full_renderer):
+    """landmark_shift = mean over the 68 landmarks of the projected distance / image side (brute force via
+    Camera.project of the landmark vertices); zero for identical estimates; a pure x translation of the head far
+    away shifts every landmark by about the same amount."""
+    from ifn.breed import landmark_shift
+    from ifn.fit import mean_face_params
+
+    r = full_renderer
+    a = mean_face_params(r, 3)
+    b = a.clone()
+    b[:, r.layout["expression"]] = torch.rand(3, r.layout.n_expression,
+                                             generator=torch.Generator().manual_seed(1))
+    b[2, r.layout["translation"].start] += 1.0
+    shift = landmark_shift(r, a, b)
+    ids = r.face_model.landmarks
+    assert (ids >= 0).any()
+    brute = []
+    for i in range(3):
+        pa, _ = r.camera.project(r.posed(a[i:i + 1])[:, ids[ids >= 0]])
+        pb, _ = r.camera.project(r.posed(b[i:i + 1])[:, ids[ids >= 0]])
+        brute.append(float((pa - pb).norm(dim=-1).mean()) / r.settings.image_size)
+    np.testing.assert_allclose(shift, brute, rtol=1e-5)
+    assert landmark_shift(r, a, a).max() == 0
+    assert shift[2] > shift[1]
+
+
+def test_implausible_fits_keep_the_network_geometry():
+    from ifn.breed import implausible_fits, keep_network_geometry
+
+    layout = ParamLayout(6, 5, 4)
+    shift = np.array([0.01, 0.05, 0.02])
+    assert implausible_fits(shift, 0.0).tolist() == [False, False, False]     # 0: off
+    rows = implausible_fits(shift, 0.03)
+    assert rows.tolist() == [False, True, False]
+    net = torch.randn(3, layout.size, generator=torch.Generator().manual_seed(0))
+    ref = torch.randn(3, layout.size, generator=torch.Generator().manual_seed(1))
+    out = keep_network_geometry(ref, net, rows, layout)
+    for g in ("shape", "expression", "rotation", "translation"):
+        assert torch.equal(out[1, layout[g]], net[1, layout[g]])
+        assert torch.equal(out[[0, 2]][:, layout[g]], ref[[0, 2]][:, layout[g]])
+    for g in ("reflectance", "illumination"):
+        assert torch.equal(out[:, layout[g]], ref[:, layout[g]])
+    assert torch.equal(ref, torch.randn(3, layout.size, generator=torch.Generator().manual_seed(1)))  # not in place
+
+
+def test_round_learning_rate_decays_along_the_chain():
+    cfg = load_params(ROOT / "params.yaml", {"breed.lr": 1e-3, "breed.lr_decay": 0.5}).breed
+    assert [cfg.round_lr(k) for k in range(3)] == [1e-3, 5e-4, 2.5e-4]
+    with pytest.raises(ParamsError, match="breed.lr_decay"):
+        load_params(ROOT / "params.yaml", {"breed.lr_decay": 0.0})
+    with pytest.raises(ParamsError, match="breed.max_landmark_shift"):
+        load_params(ROOT / "params.yaml", {"breed.max_landmark_shift": -0.1})

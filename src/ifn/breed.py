@@ -6,12 +6,15 @@ starts from):
 1. Photos: `photos_per_round` photos of the train part of data/real (never the held-out part), a fresh sample
    per round, fixed by (seed, round name); unusable files are skipped with a message.
 2. Estimates: the previous network reconstructs them; analysis-by-synthesis refinement (ifn.fit.refine with
-   params `refine`, `breed.refine_steps` steps) makes the estimates consistent with the photos.
+   params `refine`, `breed.refine_steps` steps) makes the estimates consistent with the photos. With
+   `breed.max_landmark_shift` > 0 a fit whose projected landmarks moved farther than that from the network's
+   keeps the network's geometry (`implausible_fits`; off by default: it did not lower the tuning NME).
 3. New samples: every estimate is perturbed `variants_per_photo` times (`breed.perturb`; variant 0 is the
    estimate itself) and rendered over random backgrounds (synthesize.backgrounds) with exact ground truth:
    a corpus-format folder `<round>/bred/train/` (ifn.corpus), so the parameter distribution of the training
    data moves toward that of real faces.
-4. Fine-tuning: the previous network is trained further on a mix: each epoch has `epoch_size` samples,
+4. Fine-tuning (learning rate `breed.lr * breed.lr_decay^(k-1)` in round k of its chain, so later rounds move
+   the network less): the previous network is trained further on a mix: each epoch has `epoch_size` samples,
    `mix_fraction` of them from the bred samples of this round and all earlier ones, the rest from the synthetic
    train split; validation on the synthetic val split (so val numbers stay comparable across rounds).
 
@@ -164,6 +167,33 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
             "photometric_network": before["photometric_mae"], "photometric_refined": after["photometric_mae"],
             "coverage_network": before["coverage"], "coverage_refined": after["coverage"],
             "predict_seconds": t1 - t0, "refine_seconds": t2 - t1, "guided": guided}
+
+
+def landmark_shift(renderer, network: torch.Tensor, refined: torch.Tensor) -> np.ndarray:
+    """(N,) mean distance between the 68 projected landmarks of the network's and the refined estimates, as a
+    fraction of the image side: how far the refinement moved the face's features in the photo."""
+    with torch.no_grad():
+        a = renderer.landmarks(renderer.posed(network))
+        b = renderer.landmarks(renderer.posed(refined))
+    return ((a - b).norm(dim=-1).nanmean(-1) / renderer.settings.image_size).double().numpy()
+
+
+def implausible_fits(shift: np.ndarray, max_shift: float) -> np.ndarray:
+    """(N,) bool: the fits whose landmark shift (`landmark_shift`) exceeds `max_shift` (0: none). Without
+    landmarks the photometric refinement explains a shadow or red lips by opening the jaw or bending the chin;
+    a fit that moves the features this far from the network's estimate is not trusted for geometry."""
+    return shift > max_shift if max_shift > 0 else np.zeros(len(shift), bool)
+
+
+def keep_network_geometry(refined: torch.Tensor, network: torch.Tensor, rows: np.ndarray, layout) -> torch.Tensor:
+    """`refined` with the geometry groups (shape, expression, rotation, translation) of `rows` taken from the
+    network's estimate; their refined reflectance and illumination stay."""
+    out = refined.clone()
+    idx = torch.from_numpy(np.flatnonzero(rows))
+    for group in ("shape", "expression", "rotation", "translation"):
+        sl = layout[group]
+        out[idx, sl] = network[idx, sl]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,7 +359,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                          f"network sees photos at the size it was trained on; set real.image_size: 0")
 
     # Everything this round's result depends on.
-    train_cfg = dataclasses.replace(params.train, lr=cfg.lr, max_epochs=cfg.finetune_epochs,
+    train_cfg = dataclasses.replace(params.train, lr=cfg.round_lr(position), max_epochs=cfg.finetune_epochs,
                                     max_minutes=cfg.max_minutes)
     base = {"round": name, "position": position, "seed": params.seed, "previous": _file_digest(previous_model),
             "earlier_bred": [_digest(json.loads((resolve(cfg.folder(e)) / "bred" / "meta.json").read_text()))
@@ -338,6 +368,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                          for k in ("photos_per_round", "refine_steps", "variants_per_photo", "perturb")},
                       **({"refine_groups": list(cfg.refine_groups)} if set(cfg.refine_groups) != set(FIT_GROUPS)
                          else {}),
+                      **({"max_landmark_shift": cfg.max_landmark_shift} if cfg.max_landmark_shift > 0 else {}),
                       "landmarks": landmarks},
             "detect": params.detect.to_dict() if landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
@@ -387,6 +418,9 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             settings = LandmarkFitSettings.from_config(params.detect)
         est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log,
                        targets, settings, cfg.refine_groups)
+        shift = landmark_shift(renderer, est["network"], est["refined"])
+        reverted = implausible_fits(shift, cfg.max_landmark_shift)
+        est["refined"] = keep_network_geometry(est["refined"], est["network"], reverted, renderer.layout)
         g = torch.Generator().manual_seed(seed)
         new_params = perturb(est["refined"], renderer.layout, cfg.perturb, cfg.variants_per_photo, g)
         t_render = time.perf_counter()
@@ -415,10 +449,11 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                  "predict_seconds": est["predict_seconds"], "refine_seconds": est["refine_seconds"],
                  "refine_seconds_per_photo": est["refine_seconds"] / len(records),
                  "render_seconds": render_seconds, "bred_seconds": time.perf_counter() - t0,
-                 "photos_detector_guided": int(est["guided"].sum())}
+                 "photos_detector_guided": int(est["guided"].sum()),
+                 "landmark_shift_mean": float(shift.mean()), "photos_geometry_kept": int(reverted.sum())}
         save_json(photos_json, {"summary": stats, "photos": [
-            {**r, "photometric_network": float(a), "photometric_refined": float(b)}
-            for r, a, b in zip(records, pn, pr)]})
+            {**r, "photometric_network": float(a), "photometric_refined": float(b), "landmark_shift": float(d),
+             "geometry_kept": bool(k)} for r, a, b, d, k in zip(records, pn, pr, shift, reverted)]})
         log(f"breed[{name}]: photometric MAE {stats['photometric_network']:.4f} (network) -> "
             f"{stats['photometric_refined']:.4f} (refined, {cfg.refine_steps} steps, "
             f"{stats['refine_seconds_per_photo']:.2f} s/photo); {stats['bred_samples']} samples rendered")

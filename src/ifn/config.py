@@ -403,6 +403,8 @@ class BreedConfig(Section):
     epoch_size: int = param(4096, **_num(1, 10_000_000, integer=True))
     finetune_epochs: int = param(2, **_num(1, 10000, integer=True))
     lr: float = param(5e-4, **_num(1e-7, 1.0))
+    lr_decay: float = param(0.5, **_num(1e-3, 1.0))
+    max_landmark_shift: float = param(0.0, **_num(0.0, 1.0))
     max_minutes: float = param(5.0, **_num(0.1, 100000.0))
     landmarks: str = param("none", **_choice("none", "mediapipe"))
     perturb: PerturbConfig = param(PerturbConfig())
@@ -467,6 +469,10 @@ class BreedConfig(Section):
 
     def folder(self, name: str) -> str:
         return f"{self.out_dir}/{name}"
+
+    def round_lr(self, position: int) -> float:
+        """Fine-tuning learning rate of the round at `position` (0-based) of its chain: lr * lr_decay^position."""
+        return self.lr * self.lr_decay ** int(position)
 
 
 @dataclass(frozen=True)
