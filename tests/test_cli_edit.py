@@ -112,6 +112,12 @@ def test_relight_with_the_light_of_a_reconstruct_json_or_photo(project, photos, 
     face = inside(box, original.shape[:2])
     assert dark[face].astype(float).mean() < original[face].astype(float).mean() - 20
     np.testing.assert_array_equal(dark[far_from(box, dark.shape[:2])], original[far_from(box, dark.shape[:2])])
+    # --keep-exposure: the same light at half the strength is scaled back, so nothing changes
+    rc = run(project, "relight", photo, "--light-from", tmp_path / "dark.json", "--keep-exposure", "--boxes", boxes,
+             "--out", tmp_path / "kept")
+    assert rc == 0, capsys.readouterr().err
+    _, kept = check_outputs(tmp_path / "kept", photo, "relit")
+    assert np.abs(kept.astype(int) - original).max() <= 1
     # the light estimated from another photo (plumbing only: the untrained tiny network predicts the same light
     # for every photo, so nothing changes here)
     rc = run(project, "relight", photo, "--light-from", other, "--boxes", boxes, "--out", tmp_path / "other")

@@ -1,5 +1,7 @@
-"""Photo edits (ifn.apps.edit): untouched pixels stay bit-for-bit, closed forms of the ratio and difference transfers,
-residual detail kept (and carried with the surface under expression changes), paste-back through a crop affine.
+"""Photo edits (ifn.apps.edit): untouched pixels stay bit-for-bit, closed forms of the ratio and difference transfers
+(with `relief=0, region=False`: the exact render change on the whole face mask), residual detail kept (and carried
+with the surface under expression changes), the robust defaults (relief-free ratios, inner-face region, filled
+holes, kept exposure), paste-back through a crop affine.
 
 Small and fast: 64 px renders of the full ICT mesh (session fixture) with a smooth 3-component albedo model built
 here; photos are renders composited over uniform noise, so the model explains them exactly (plus what a test adds).
@@ -13,8 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ifn.apps.edit import (FEATHER_PX, MAX_RATIO, PRESETS, TRUST_PX, TRUST_STOPS, agreement, composite,
+from ifn.apps.edit import (FEATHER_PX, HOLE_PX, MAX_RATIO, PRESETS, TRUST_PX, TRUST_STOPS, agreement, composite,
                            edit_appearance, face_mask, feather_mask, paste_back, preset_light, relight)
+from ifn.apps.edit_region import edit_weights
+from ifn.apps.surface_warp import FLOW_PX, surface_flow
 from ifn.evaluate import face_triangles
 from ifn.fit import mean_face_params
 from ifn.model.layout import ParamLayout
@@ -103,16 +107,20 @@ def test_outside_face_mask_unchanged(renderer):
     assert torch.equal(edits["relight"].mask, truth) and torch.equal(edits["reflectance"].mask, truth)
     for name, r in edits.items():
         assert r.edited.dtype == np.uint8 and r.edited.shape == photo.shape
-        outside = ~dilate(r.mask, FEATHER_PX).numpy()
-        assert outside.sum() > 0.2 * SIZE ** 2
+        # (an expression edit moves the photo with the surface: the displacement fades out FLOW_PX beyond it)
+        outside = ~dilate(r.mask, FLOW_PX if name == "expression" else FEATHER_PX).numpy()
+        assert outside.sum() > 0.1 * SIZE ** 2
         assert np.array_equal(r.edited[outside], photo[outside]), name
         assert (r.alpha[torch.from_numpy(outside)] == 0).all()
+        if name == "expression":
+            beyond = ~(dilate(r.mask, FLOW_PX) | dilate(edits["relight"].mask, FLOW_PX)).numpy()
+            assert beyond.sum() > 0.1 * SIZE ** 2 and np.array_equal(r.edited[beyond], photo[beyond])
         inside = erode(r.mask, FEATHER_PX).numpy()
         assert np.abs(r.edited[inside].astype(int) - photo[inside]).max() >= 10, name  # the edit did something
     # Expression edits mask the NEW face: the jaw moved, so the masks differ.
     assert not torch.equal(edits["expression"].mask, truth)
-    # A hard mask (feather 0) changes nothing outside the mask itself.
-    hard = relight(renderer, params, photo, "left", feather=0)
+    # A hard mask (feather 0) changes nothing outside the mask itself (holes=0: the eyes are not relit either).
+    hard = relight(renderer, params, photo, "left", feather=0, holes=0)
     assert np.array_equal(hard.edited[~hard.mask.numpy()], photo[~hard.mask.numpy()])
 
 
@@ -138,7 +146,7 @@ def test_relight_closed_form(renderer):
     ratio, smooth 0)."""
     params = estimate(renderer, "right")
     photo = photo_of(renderer, params)
-    r = relight(renderer, params, photo, preset_light("left", 1.2), smooth=0)
+    r = relight(renderer, params, photo, preset_light("left", 1.2), smooth=0, relief=0, region=False)
     target = params.clone()
     target[renderer.layout["illumination"]] = preset_light("left", 1.2).reshape(-1)
     with torch.no_grad():
@@ -156,7 +164,7 @@ def test_relight_smoothed_ratio(renderer):
     params = estimate(renderer, "right")
     photo = photo_of(renderer, params)
     light = renderer.layout.split(params)["illumination"] * 1.5
-    r = relight(renderer, params, photo, light)
+    r = relight(renderer, params, photo, light, region=False)
     inner = erode(r.mask, FEATHER_PX).numpy()
     expected = to_uint8(to_linear(photo) * 1.5)
     assert np.abs(r.edited[inner].astype(int) - expected[inner]).max() <= 2
@@ -212,16 +220,19 @@ def test_agreement_closed_form(renderer):
 
 
 def test_edits_leave_what_the_fit_does_not_explain(renderer):
-    """A dark occluder (3 stops below the fitted skin) where an edit changes the face most: relighting and an
-    expression edit leave its pixels bit-for-bit as they were (away from its edge) and still change the rest of
-    the face; with trust_stops=None the occluder is edited like skin."""
+    """A dark occluder (3 stops below the fitted skin) where an edit changes the face most: relighting leaves its
+    pixels bit-for-bit as they were (away from its edge) and still changes the rest of the face; with
+    trust_stops=None the occluder is relit like skin. An expression edit moves the photo (occluder included) with
+    the surface, so the occluder stays dark (its pixels are moved, not painted with the render's skin), and only
+    the shading factor is held back on it."""
     params = estimate(renderer, "front")
     with torch.no_grad():
         old = renderer(params[None], background=0.0)
     clean = photo_of(renderer, params)
-    edits = {"relight": lambda photo, **k: relight(renderer, params, photo, "left", **k),
+    edits = {"relight": lambda photo, **k: relight(renderer, params, photo, "left", region=False, **k),
              "expression": lambda photo, **k: edit_appearance(
-                 renderer, params, photo, expression={"mouthSmile_L": 0.8, "mouthSmile_R": 0.8, "jawOpen": 0.3}, **k)}
+                 renderer, params, photo, expression={"mouthSmile_L": 0.8, "mouthSmile_R": 0.8, "jawOpen": 0.3},
+                 region=False, **k)}
     for name, fn in edits.items():
         change = np.abs(fn(clean).edited.astype(int) - clean).sum(-1)
         inner = (erode(face_mask(renderer, old)[0], 6) & erode(fn(clean).mask, 6)).numpy()
@@ -233,9 +244,14 @@ def test_edits_leave_what_the_fit_does_not_explain(renderer):
         core = erode(patch, TRUST_PX).numpy()
         assert core.sum() >= 4, name
         r, blind = fn(photo), fn(photo, trust_stops=None)
-        assert np.array_equal(r.edited[core], photo[core]), name
-        assert np.abs(blind.edited[core].astype(int) - photo[core]).max() >= 3, name
-        rest = (erode(r.mask, FEATHER_PX) & ~dilate(patch, TRUST_PX + FEATHER_PX + 2)).numpy()
+        if name == "relight":
+            assert np.array_equal(r.edited[core], photo[core]), name
+            assert np.abs(blind.edited[core].astype(int) - photo[core]).max() >= 3, name
+        else:   # the occluder's pixels end up (moved) in the edit, still 3 stops darker than the skin around
+            dark = to_linear(r.edited).mean(-1)[torch.from_numpy(core)].mean()
+            skin = to_linear(clean).mean(-1)[torch.from_numpy(core)].mean()
+            assert dark < 0.25 * skin, (dark, skin)
+        rest = (erode(r.mask, FEATHER_PX) & ~dilate(patch, TRUST_PX + FEATHER_PX + FLOW_PX)).numpy()
         assert np.abs(r.edited[rest].astype(int) - photo[rest]).max() >= 10, name
 
 
@@ -246,7 +262,7 @@ def test_albedo_edit_keeps_residual(renderer):
     pattern = (0.04 * torch.sign(torch.sin(ii * 1.9) * torch.sin(jj * 2.3)))[..., None] * torch.tensor(
         [1.0, 0.7, 0.5], dtype=torch.float64)
     photo = photo_of(renderer, params, detail=pattern)
-    r = edit_appearance(renderer, params, photo, reflectance_delta={0: 2.0, 1: -1.5})
+    r = edit_appearance(renderer, params, photo, reflectance_delta={0: 2.0, 1: -1.5}, relief=0, region=False)
     inner = erode(r.mask, FEATHER_PX)
     residual = (to_linear(r.edited) - r.render.double())[inner]
     err = (residual - pattern[inner]).abs()
@@ -270,7 +286,7 @@ def test_expression_edit_moves_residual_with_surface(renderer, face_model_full):
     noise = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     photo = np.where(out.mask[0, ..., None].numpy(), to_uint8(out.image[0]), noise)
     r = edit_appearance(renderer, params, photo, expression={"jawOpen": 0.4, "mouthSmile_L": 0.6,
-                                                              "mouthSmile_R": 0.6})
+                                                              "mouthSmile_R": 0.6}, relief=0, region=False)
     with torch.no_grad():
         expected = textured(r.params[None], background=0.0).image[0].double()
     inner = erode(r.mask, FEATHER_PX)
@@ -291,11 +307,20 @@ def test_expression_edit_carries_the_residual_as_a_factor(renderer):
     with torch.no_grad():
         out = renderer(params[None], background=0.0)
     photo = photo_of(renderer, params, detail=-0.7 * out.image[0].double())
-    r = edit_appearance(renderer, params, photo, expression={"jawOpen": 1.0})
+    r = edit_appearance(renderer, params, photo, expression={"jawOpen": 1.0}, relief=0, region=False)
+    with torch.no_grad():
+        new = renderer(r.params[None], background=0.0)
+    _, seen = surface_flow(renderer, out, new, face_mask(renderer, out), face_mask(renderer, new))
     inner = erode(r.mask, FEATHER_PX + 1) & erode(face_mask(renderer, out)[0], FEATHER_PX + 1)
-    err = (to_linear(r.edited) - 0.3 * r.render.double()).abs()[inner]
-    # measured: mean 0.0008, max 0.0032; as a difference 0.0074, 0.077 (the jaw's underside turns from the light)
-    assert err.mean() < 0.002 and err.max() < 0.01, (err.mean(), err.max())
+    err = (to_linear(r.edited) - 0.3 * r.render.double()).abs()
+    # Where the surface point was visible before: the closed form (measured: mean 0.0008, 99th percentile 0.004,
+    # max 0.04 on the 8 pixels where the opened lips met: there the old pixel showed the other lip at the same
+    # depth; as a difference 0.0074 mean, 0.077 max: the jaw's underside turns from the light).
+    visible = err[inner & erode(seen[0], 1)]
+    assert visible.mean() < 0.002 and visible.quantile(0.99) < 0.01 and visible.max() < 0.06, (
+        visible.mean(), visible.quantile(0.99), visible.max())
+    # Newly visible pixels take the photo from the nearest visible surface around them: close, not exact.
+    assert err[inner].mean() < 0.002, err[inner].mean()
 
 
 def test_coefficients_by_name_index_or_vector(renderer):

@@ -232,7 +232,7 @@ errors.""", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 # -- relight and edit ---------------------------------------------------------------------------------------------
-LIGHT_PRESETS = ("front", "left", "right", "top", "ambient")   # the names of ifn.apps.edit.PRESETS (checked by a test)
+LIGHT_PRESETS = ("front", "left", "right", "top", "ambient")   # the names of ifn.apps.lights.PRESETS (checked by a test)
 
 
 def _write_edit(res, edit, out_dir, stem: str, suffix: str) -> tuple:
@@ -242,7 +242,7 @@ def _write_edit(res, edit, out_dir, stem: str, suffix: str) -> tuple:
     from PIL import Image
 
     from .atomic import atomic_path
-    from .apps.edit import paste_back
+    from .apps.paste_back import paste_back
     from .real import BadImageError, load_image
 
     photo = load_image(res.source, max_side=max(res.image_size))   # the file's own pixel grid (EXIF-upright)
@@ -303,7 +303,8 @@ def cmd_relight(args) -> int:
     """Relight faces in photos: replace the estimated light by a preset or another photo's light (ifn.apps.edit)."""
     import torch
 
-    from .apps.edit import preset_light, relight
+    from .apps.edit import relight
+    from .apps.lights import preset_light
 
     table = _box_table(args)
     rec = _reconstructor(args)
@@ -316,7 +317,7 @@ def cmd_relight(args) -> int:
     out_dir = _out_dir(args)
 
     def handle(res, stem):
-        edit = relight(rec.renderer, res.vector, res.crop, light)
+        edit = relight(rec.renderer, res.vector, res.crop, light, keep_exposure=args.keep_exposure)
         paths = _write_edit(res, edit, out_dir, stem, "relit")
         return f"{res.source} -> {out_dir}/ ({', '.join(p.name for p in paths)}); {desc}"
 
@@ -329,7 +330,7 @@ def add_relight_parser(sub) -> None:
 
 Each photo is reconstructed as by `ifn reconstruct` (same options), its spherical-harmonics light is replaced
 and the change is transferred into the crop with the ratio image (ifn.apps.edit.relight) and from there into the
-full-resolution photo (ifn.apps.edit.paste_back); pixels away from the face stay bit-for-bit. Writes per image into
+full-resolution photo (ifn.apps.paste_back); pixels away from the face stay bit-for-bit. Writes per image into
 --out: <stem>_relit.png (the whole photo, its original size) and <stem>_relit_crop.png (the crop before |
 after). Lights are in camera space: a light taken from another photo keeps its direction relative to the camera.
 Images that cannot be read are skipped with a message. Exit status: 0 if at least one image was processed, 1 if
@@ -344,6 +345,9 @@ none, 2 for usage, params or missing-data errors.""", formatter_class=argparse.R
                             "params.illumination of a <stem>.json written by `ifn reconstruct`")
     p.add_argument("--strength", type=_strength, default=1.0, metavar="S",
                    help="radiance multiplier of the new light (default 1)")
+    p.add_argument("--keep-exposure", action="store_true",
+                   help="scale the new light per colour channel so the face keeps its mean brightness and colour: "
+                        "only the light's direction changes (--strength then has no effect)")
     p.set_defaults(func=cmd_relight)
 
 
@@ -427,7 +431,7 @@ def add_edit_parser(sub) -> None:
 
 Each photo is reconstructed as by `ifn reconstruct` (same options), the edited parameters are re-rendered and
 the change is transferred into the crop by difference, keeping the photo's detail (moved with the surface for
-expression edits), and from there into the full-resolution photo (ifn.apps.edit.paste_back). Writes per image into
+expression edits), and from there into the full-resolution photo (ifn.apps.paste_back). Writes per image into
 --out: <stem>_edited.png (the whole photo, its original size) and <stem>_edited_crop.png (the crop before |
 after). Each edit option may be repeated; a repeated component: the last value counts; values given by --albedo
 / --expression are set first, then the deltas are added; expression weights end up clamped to [0, 1]. At least

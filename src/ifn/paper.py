@@ -44,16 +44,13 @@ def _json(path: str):
     return json.loads(p.read_text())
 
 
-def smile_expression(renderer, strength: float = 0.8) -> torch.Tensor:
-    """(E,) expression weights of a symmetric smile (the model's mouthSmile blendshapes), others 0."""
-    names = list(renderer.face_model.expression_names)
-    w = torch.zeros(len(names))
-    for i, n in enumerate(names):
-        if "smile" in n.lower():
-            w[i] = strength
-    if not (w > 0).any():
-        raise ValueError(f"no smile blendshape among {names[:8]}...")
-    return w
+def smile_expression(renderer, strength: float = 0.8) -> dict[str, float]:
+    """{name: strength} for the model's mouthSmile blendshapes (a symmetric smile; `edit_appearance` sets these
+    and keeps the estimate's other expression weights, e.g. an open jaw)."""
+    names = [n for n in renderer.face_model.expression_names[:renderer.layout.n_expression] if "smile" in n.lower()]
+    if not names:
+        raise ValueError(f"no smile blendshape among {list(renderer.face_model.expression_names)[:8]}...")
+    return {n: float(strength) for n in names}
 
 
 def _edits_figure(renderer, crops: np.ndarray, records: list, estimates: torch.Tensor, picks):
@@ -63,8 +60,8 @@ def _edits_figure(renderer, crops: np.ndarray, records: list, estimates: torch.T
 
     delta = torch.zeros(renderer.layout.n_reflectance)
     delta[0] = 2.0
-    edits = [("relit: left", lambda p, photo: relight(renderer, p, photo, "left")),
-             ("relit: right", lambda p, photo: relight(renderer, p, photo, "right")),
+    edits = [("relit: left", lambda p, photo: relight(renderer, p, photo, "left", keep_exposure=True)),
+             ("relit: right", lambda p, photo: relight(renderer, p, photo, "right", keep_exposure=True)),
              ("albedo: PC1 +2 sd", lambda p, photo: edit_appearance(renderer, p, photo, reflectance_delta=delta)),
              ("expression: smile", lambda p, photo: edit_appearance(renderer, p, photo,
                                                                      expression=smile_expression(renderer)))]
