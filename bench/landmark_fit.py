@@ -83,10 +83,10 @@ def main(argv=None):
     row("detector (mp68; else mean)", np.where(found[:, None, None], det68, fallback), gt, yaw, det_s)
     net_init = None
     if args.network:
-        from ifn.evaluate import predict
         from ifn.apps.checkpoint import load_checkpoint
+        from ifn.evaluate_real import network_estimate
         net, _ = load_checkpoint(args.network)
-        net_init = predict(net, bench["crops"], 64)
+        net_init = network_estimate(net, bench["crops"], renderer.layout, 64, params.evaluate_real.flip_pose)
         row("network", landmarks_in_image(renderer, net_init, bench["affines"]), gt, yaw)
     kw = params.refine.refine_kwargs()
     for name, v in variants.items():

@@ -220,3 +220,24 @@ def test_breeding_estimate_anchors_detected_photos(renderer256):
     torch.testing.assert_close(est["refined"][1], start)
     rot = renderer256.layout.split(est["refined"])["rotation"]
     assert abs(math.degrees(float(rot[0, 0])) - 30.0) < 3.0
+
+
+def test_fit_detected_keeps_turned_starts(renderer256):
+    """`max_yaw_deg`: a start turned further than it keeps its start exactly (not fitted, guided False) even with
+    a detection; a start within it is fitted towards its targets."""
+    from ifn.fit import mean_face_params
+    from ifn.landmark_fit import fit_detected
+
+    _, xy, _, _ = _exact_targets(renderer256, _groups(renderer256, [20.0, 20.0], seed=3))
+    init = mean_face_params(renderer256, 2)
+    init[1, renderer256.layout["rotation"]] = torch.tensor([math.radians(-50.0), 0.0, 0.0])
+    crops = np.zeros((2, 256, 256, 3), np.uint8)
+    settings = LandmarkFitSettings(coarse_steps=60, steps=0, max_yaw_deg=45.0)
+    out, guided = fit_detected(renderer256, crops, init, xy.double().numpy(), settings, 4,
+                               w_shape_prior=1e-5, w_expression_prior=1e-5)
+    assert guided.tolist() == [True, False]
+    torch.testing.assert_close(out[1], init[1])
+    assert not torch.equal(out[0], init[0])
+    out90, guided90 = fit_detected(renderer256, crops, init, xy.double().numpy(),
+                                   LandmarkFitSettings(coarse_steps=60, steps=0), 4)
+    assert guided90.tolist() == [True, True] and not torch.equal(out90[1], init[1])

@@ -489,6 +489,7 @@ class DetectConfig(Section):
     steps: int = param(30, **_num(0, 100000, integer=True))
     w_contour: float = param(0.5, **_num(0.0, 1e3))
     min_facing: float = param(0.1, **_num(-1.0, 1.0))
+    max_yaw_deg: float = param(40.0, **_num(0.0, 180.0))
 
     @property
     def enabled(self) -> bool:

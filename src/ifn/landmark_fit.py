@@ -33,7 +33,8 @@ class LandmarkFitSettings:
     coarse_steps / steps: landmark-only, then photometric + landmark steps; coarse_lr: the landmark-only
     stage's step size (the photometric stage uses refine's `lr`); w_contour: weight of face-oval
     points relative to the interior ones; min_facing: a point counts only where its vertex normal's z (towards
-    the camera) is above this at the start of each stage."""
+    the camera) is above this at the start of each stage; max_yaw_deg: a face whose starting estimate is turned
+    further than this (|yaw|, degrees) keeps its start: the detector is weakest at profiles."""
 
     w_landmark: float = 100.0
     coarse_steps: int = 80
@@ -41,6 +42,7 @@ class LandmarkFitSettings:
     steps: int = 30
     w_contour: float = 0.5
     min_facing: float = 0.1
+    max_yaw_deg: float = 90.0     # (params.yaml's detect.max_yaw_deg: 40)
 
     @classmethod
     def from_config(cls, config) -> "LandmarkFitSettings":
@@ -110,13 +112,16 @@ def fit_detected(renderer: Renderer, crops: np.ndarray, init: torch.Tensor, targ
                  **refine_kwargs) -> tuple[torch.Tensor, np.ndarray]:
     """`fit_with_landmarks` over many crops, the detector's points tied to their model vertices
     (ifn.detect.correspondence): (N, S, S, 3) uint8 crops, (N, P) starts, (N, 468, 2) detector targets in crop
-    pixels (NaN rows: no face -- those keep their start), batches of `batch_size`, optional (N, S, S) image mask.
+    pixels (NaN rows: no face -- those keep their start, as do starts turned beyond settings.max_yaw_deg),
+    batches of `batch_size`, optional (N, S, S) image mask.
     Returns (params (N, P), guided (N,) bool: the images that were fitted)."""
     from .detect import correspondence
 
     corr = correspondence()
     vids, contour = model_vertices(renderer.face_model, corr), torch.from_numpy(corr["contour"])
     guided = np.isfinite(targets).all((1, 2))
+    yaw = init[:, renderer.layout["rotation"]][:, 0].detach().abs().cpu().numpy()
+    guided &= np.degrees(yaw) <= settings.max_yaw_deg
     out = init.clone()
     idx = np.flatnonzero(guided)
     for start in range(0, len(idx), batch_size):
