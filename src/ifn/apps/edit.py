@@ -70,7 +70,7 @@ from ..model.layout import N_SH
 from ..render.renderer import FaceRender, Renderer
 from ..render.shading import sh_shading
 from .composite import (FEATHER_PX, LUMINANCE, MAX_RATIO, MODES, RATIO_EPS, TRUST_PX, TRUST_STOPS,  # noqa: F401
-                        agreement, composite, extend, face_mask, feather_mask, fill_holes, masked_mean,
+                        agreement, composite, extend, face_mask, feather_mask, fill_holes,
                         photo_linear, to_uint8)
 from .edit_region import edit_weights
 from .lights import PRESETS, Preset, preset_light  # noqa: F401  (re-exported: the edits' light presets)

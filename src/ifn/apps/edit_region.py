@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from ..model.facemodel import FaceModel
 from ..model.reflectance import _inside_polygon, _segments_distance
 from ..render.renderer import FaceRender, Renderer
+from .mesh_smooth import per_face_model
 
 FADE_CM = 1.0                 # width of the fade to 0 at the jaw contour and the face part's outer border (cm)
 JAW_MARGIN_CM = 0.3           # the jaw fade ends this far outside the jaw contour (cm)
@@ -91,16 +92,7 @@ def region_weights(face_model: FaceModel, fade_cm: float = FADE_CM, jaw_margin_c
     return torch.from_numpy(np.where(face, np.nan_to_num(w, nan=0.0, posinf=1.0), 0.0))
 
 
-_CACHE: dict[int, tuple[FaceModel, torch.Tensor]] = {}
-
-
-def cached_region_weights(face_model: FaceModel) -> torch.Tensor:
-    """`region_weights` with the defaults, computed once per face model object."""
-    hit = _CACHE.get(id(face_model))
-    if hit is None or hit[0] is not face_model:
-        hit = (face_model, region_weights(face_model))
-        _CACHE[id(face_model)] = hit
-    return hit[1]
+cached_region_weights = per_face_model(region_weights)   # the defaults, once per face model object
 
 
 def silhouette_weights(mask: torch.Tensor, fade_px: float = SILHOUETTE_PX) -> torch.Tensor:

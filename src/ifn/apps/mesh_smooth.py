@@ -6,30 +6,41 @@ lip and eyelid creases), which a fit a few pixels off would otherwise print onto
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable, TypeVar
+
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix, csr_matrix, diags
 
 from ..model.facemodel import FaceModel
 
-_CACHE: dict[int, tuple[FaceModel, csr_matrix]] = {}
+T = TypeVar("T")
+
+def per_face_model(fn: Callable[[FaceModel], T]) -> Callable[[FaceModel], T]:
+    """Cache fn(face_model) once per face model object (keyed by identity: the model is not hashable)."""
+    cache: dict[int, tuple[FaceModel, T]] = {}
+
+    @functools.wraps(fn)
+    def cached(face_model: FaceModel) -> T:
+        hit = cache.get(id(face_model))
+        if hit is None or hit[0] is not face_model:
+            hit = cache[id(face_model)] = (face_model, fn(face_model))
+        return hit[1]
+    return cached
 
 
+@per_face_model
 def neighbour_mean(face_model: FaceModel) -> csr_matrix:
     """(V, V) sparse row-stochastic matrix: each vertex's mean over itself and its edge neighbours (computed once
     per face model object)."""
-    hit = _CACHE.get(id(face_model))
-    if hit is not None and hit[0] is face_model:
-        return hit[1]
     tri = face_model.triangles.cpu().numpy()
     n = face_model.n_vertices
     i = np.concatenate([tri[:, [0, 1, 2, 1, 2, 0]].ravel(), np.arange(n)])
     j = np.concatenate([tri[:, [1, 2, 0, 0, 1, 2]].ravel(), np.arange(n)])
     a = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
     a.data[:] = 1.0                                        # an edge shared by two triangles counts once
-    m = diags(1.0 / np.asarray(a.sum(1)).ravel()) @ a
-    _CACHE[id(face_model)] = (face_model, m)
-    return m
+    return diags(1.0 / np.asarray(a.sum(1)).ravel()) @ a
 
 
 def smooth_field(face_model: FaceModel, field: torch.Tensor, iterations: int) -> torch.Tensor:
