@@ -1,0 +1,101 @@
+"""How closely to crop the face box (params.yaml `real.roi_scale` / `real.roi_shift_y`), measured on the
+AFLW2000-3D tuning images (bench/tuning_split.py): 68-landmark NME per yaw bin of every network of stage
+evaluate_real (flip-averaged pose, as there) for each crop setting, and of the detector-guided fit
+(ifn.landmark_fit, params `detect`) from the fine-tuned network and from the mean face.
+
+    python bench/crop_scale.py [--scales 0.90,0.93,0.96,1.0] [--shifts -0.03,0.0] [--no-fit] [--per-bin 100]
+
+Crop side = scale * max(roi_box w, h); the centre moves by shift * side (negative: up). Scale 1.0, shift -0.03
+match the synthetic corpus's landmark box (ifn.real); a smaller scale crops closer. Needs the trained networks
+(`make repro`). Run on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tuning_split import tuning_indices  # noqa: E402
+
+from ifn.apps.checkpoint import load_checkpoint  # noqa: E402
+from ifn.config import load_params  # noqa: E402
+from ifn.evaluate_real import guided_networks, landmarks_in_image, network_estimate, variant_networks  # noqa: E402
+from ifn.fit import mean_face_params  # noqa: E402
+from ifn.nme import load_aflw2000_dev, nme, nme_report  # noqa: E402
+from ifn.paths import resolve  # noqa: E402
+from ifn.real import crop_box, load_image  # noqa: E402
+from ifn.synth import build_renderer  # noqa: E402
+
+
+def row(name, lm, gt, yaw):
+    r = nme_report(nme(lm, gt), yaw)
+    print(f"{name:<36} {100 * r['nme_mean']:6.2f} {100 * r['nme_0_30']:7.2f} {100 * r['nme_30_60']:8.2f} "
+          f"{100 * r['nme_60_90']:8.2f}", flush=True)
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", type=floats, default=floats("0.90,0.93,0.96,1.0"))
+    ap.add_argument("--shifts", type=floats, default=floats("-0.03"))
+    ap.add_argument("--no-fit", action="store_true", help="network estimates only (no detector-guided fit)")
+    ap.add_argument("--per-bin", type=int, default=100)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    params = load_params(args.params)
+    renderer = build_renderer(params)
+    size = renderer.settings.image_size
+    idx = tuning_indices(params, args.per_bin)
+    dev = load_aflw2000_dev(resolve(params.evaluate_real.benchmark))
+    photos = [load_image(dev["paths"][i], max_side=params.real.max_side, return_scale=True) for i in idx]
+    gt, yaw = dev["pts68"][idx], dev["yaw_deg"][idx]
+    paths = {**variant_networks(params), **guided_networks(params)}
+    if params.detect.enabled:
+        paths["real_finetuned"] = f"{params.finetune.out_dir}/model.pt"
+    nets = {name: load_checkpoint(resolve(p))[0] for name, p in paths.items()}
+    detected = None
+    if params.detect.enabled and not args.no_fit:
+        from ifn.detect import FaceDetector
+        with FaceDetector(params.detect.min_confidence) as detector:
+            detected = []
+            for image, scale in photos:
+                faces = detector(image)
+                detected.append(faces[0].points * scale if faces else None)
+    print(f"{len(idx)} tuning images; NME % mean [0,30) [30,60) [60,90]")
+    for scale in args.scales:
+        for shift in args.shifts:
+            crops, affines = [], []
+            for (image, s), i in zip(photos, idx):
+                crop, affine = crop_box(image, dev["roi_box"][i] / s, scale, size, (0.0, shift))
+                crops.append(crop)
+                affines.append(affine * s)
+            crops, affines = np.stack(crops), np.stack(affines)
+            tag = f"scale {scale:.2f} shift {shift:+.2f}"
+            print(tag)
+            starts = {}
+            for name, net in nets.items():
+                starts[name] = network_estimate(net, crops, renderer.layout, 64, params.evaluate_real.flip_pose)
+                row(f"  {name}", landmarks_in_image(renderer, starts[name], affines), gt, yaw)
+            if detected is not None:
+                from ifn.landmark_fit import LandmarkFitSettings, fit_detected, to_crop
+                targets = np.stack([to_crop(p, a) if p is not None else np.full((468, 2), np.nan)
+                                    for p, a in zip(detected, affines)])
+                settings = LandmarkFitSettings.from_config(params.detect)
+                kw = params.refine.refine_kwargs()
+                for name, init in (("refined_landmarks", starts.get("real_finetuned")),
+                                   ("optimization_only_landmarks", mean_face_params(renderer, len(crops)))):
+                    if init is not None:
+                        out, _ = fit_detected(renderer, crops, init, targets, settings, 16, **kw)
+                        row(f"  {name}", landmarks_in_image(renderer, out, affines), gt, yaw)
+
+
+if __name__ == "__main__":
+    main()
