@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ from tuning_split import tuning_indices  # noqa: E402
 
 from ifn.apps.checkpoint import load_checkpoint  # noqa: E402
 from ifn.config import load_params  # noqa: E402
-from ifn.evaluate_real import guided_networks, landmarks_in_image, network_estimate, variant_networks  # noqa: E402
+from ifn.evaluate_real import (benchmark_crops, detect_targets, guided_networks, landmarks_in_image,  # noqa: E402
+                               network_estimate, variant_networks)
 from ifn.fit import mean_face_params  # noqa: E402
-from ifn.nme import load_aflw2000_dev, nme, nme_report  # noqa: E402
+from ifn.nme import nme, nme_report  # noqa: E402
 from ifn.paths import resolve  # noqa: E402
-from ifn.real import crop_box, load_image  # noqa: E402
 from ifn.synth import build_renderer  # noqa: E402
 
 
@@ -54,48 +55,33 @@ def main(argv=None):
     renderer = build_renderer(params)
     size = renderer.settings.image_size
     idx = tuning_indices(params, args.per_bin)
-    dev = load_aflw2000_dev(resolve(params.evaluate_real.benchmark))
-    photos = [load_image(dev["paths"][i], max_side=params.real.max_side, return_scale=True) for i in idx]
-    gt, yaw = dev["pts68"][idx], dev["yaw_deg"][idx]
     paths = {**variant_networks(params), **guided_networks(params)}
     if params.detect.enabled:
         paths["real_finetuned"] = f"{params.finetune.out_dir}/model.pt"
     nets = {name: load_checkpoint(resolve(p))[0] for name, p in paths.items()}
-    detected = None
-    if params.detect.enabled and not args.no_fit:
-        from ifn.detect import FaceDetector
-        with FaceDetector(params.detect.min_confidence) as detector:
-            detected = []
-            for image, scale in photos:
-                faces = detector(image)
-                detected.append(faces[0].points * scale if faces else None)
+    fit = params.detect.enabled and not args.no_fit
     print(f"{len(idx)} tuning images; NME % mean [0,30) [30,60) [60,90]")
     for scale in args.scales:
         for shift in args.shifts:
-            crops, affines = [], []
-            for (image, s), i in zip(photos, idx):
-                crop, affine = crop_box(image, dev["roi_box"][i] / s, scale, size, (0.0, shift))
-                crops.append(crop)
-                affines.append(affine * s)
-            crops, affines = np.stack(crops), np.stack(affines)
-            tag = f"scale {scale:.2f} shift {shift:+.2f}"
-            print(tag)
+            # the crops exactly as stage evaluate_real makes them, at this setting
+            at = replace(params, real=replace(params.real, roi_scale=scale, roi_shift_y=shift))
+            bench = benchmark_crops(at, 0, size, indices=idx)
+            crops, affines, gt, yaw = bench["crops"], bench["affines"], bench["pts68"], bench["yaw_deg"]
+            print(f"scale {scale:.2f} shift {shift:+.2f}")
             starts = {}
             for name, net in nets.items():
                 starts[name] = network_estimate(net, crops, renderer.layout, 64, params.evaluate_real.flip_pose)
                 row(f"  {name}", landmarks_in_image(renderer, starts[name], affines), gt, yaw)
-            if detected is not None:
-                from ifn.landmark_fit import LandmarkFitSettings, fit_detected, to_crop
-                targets = np.stack([to_crop(p, a) if p is not None else np.full((468, 2), np.nan)
-                                    for p, a in zip(detected, affines)])
+            if fit:
+                from ifn.landmark_fit import LandmarkFitSettings, fit_detected
+                targets = detect_targets(at, bench, np.empty((0, size, size, 3), np.uint8), log=lambda *a: None)
                 settings = LandmarkFitSettings.from_config(params.detect)
                 kw = params.refine.refine_kwargs()
                 for name, init in (("refined_landmarks", starts.get("real_finetuned")),
                                    ("optimization_only_landmarks", mean_face_params(renderer, len(crops)))):
                     if init is not None:
-                        out, _ = fit_detected(renderer, crops, init, targets, settings, 16, **kw)
+                        out, _ = fit_detected(renderer, crops, init, targets["bench"], settings, 16, **kw)
                         row(f"  {name}", landmarks_in_image(renderer, out, affines), gt, yaw)
-
 
 if __name__ == "__main__":
     main()
