@@ -1,6 +1,6 @@
 """How closely to crop the face box (params.yaml `real.roi_scale` / `real.roi_shift_y`), measured on the
 AFLW2000-3D tuning images (bench/tuning_split.py): 68-landmark NME per yaw bin of every network of stage
-evaluate_real (flip-averaged pose, as there) for each crop setting, and of the detector-guided fit
+evaluate_real (flip-averaged pose and upright passes, as there) for each crop setting, and of the detector-guided fit
 (ifn.landmark_fit, params `detect`) from the fine-tuned network and from the mean face.
 
     python bench/crop_scale.py [--scales 0.90,0.93,0.96,1.0] [--shifts -0.03,0.0] [--no-fit] [--per-bin 100]
@@ -70,7 +70,8 @@ def main(argv=None):
             print(f"scale {scale:.2f} shift {shift:+.2f}")
             starts = {}
             for name, net in nets.items():
-                starts[name] = network_estimate(net, crops, renderer.layout, 64, params.evaluate_real.flip_pose)
+                starts[name] = network_estimate(net, crops, renderer.layout, 64, params.evaluate_real.flip_pose,
+                                                params.evaluate_real.upright_passes)
                 row(f"  {name}", landmarks_in_image(renderer, starts[name], affines), gt, yaw)
             if fit:
                 from ifn.landmark_fit import LandmarkFitSettings, fit_detected

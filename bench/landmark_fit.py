@@ -86,7 +86,8 @@ def main(argv=None):
         from ifn.apps.checkpoint import load_checkpoint
         from ifn.evaluate_real import network_estimate
         net, _ = load_checkpoint(args.network)
-        net_init = network_estimate(net, bench["crops"], renderer.layout, 64, params.evaluate_real.flip_pose)
+        net_init = network_estimate(net, bench["crops"], renderer.layout, 64, params.evaluate_real.flip_pose,
+                                    params.evaluate_real.upright_passes)
         row("network", landmarks_in_image(renderer, net_init, bench["affines"]), gt, yaw)
     kw = params.refine.refine_kwargs()
     for name, v in variants.items():

@@ -528,6 +528,7 @@ class EvaluateRealConfig(Section):
     refine_steps: int = param(30, **_num(0, 100000, integer=True))
     batch_size: int = param(64, **_num(1, 4096, integer=True))
     flip_pose: bool = param(True, **_choice(True, False))
+    upright_passes: int = param(1, **_num(0, 10, integer=True))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ Images (the same for every variant):
 
 Network estimates (the network-only variants and every refinement's start) average the head pose of each crop
 with that of its horizontal mirror image mapped back (`evaluate_real.flip_pose`, `network_estimate`): a
-test-time augmentation that uses no detector and no label.
+test-time augmentation that uses no detector and no label; then (`evaluate_real.upright_passes`) the network looks
+again at each crop turned upright by its own roll estimate, mapped back exactly (ifn.upright): the networks
+under-read in-plane tilt on photos. Neither uses a detector, a landmark or an optimisation.
 
 Per-image estimates are saved to outputs/evaluate_real/estimates.npz for later figures.
 """
@@ -203,18 +205,23 @@ def mirror_pose(params: torch.Tensor, layout) -> torch.Tensor:
     return out
 
 
-def network_estimate(net, crops: np.ndarray, layout, batch_size: int = 64, flip_pose: bool = True
-                     ) -> torch.Tensor:
+def network_estimate(net, crops: np.ndarray, layout, batch_size: int = 64, flip_pose: bool = True,
+                     upright_passes: int = 0) -> torch.Tensor:
     """(N, S, S, 3) uint8 crops -> (N, P) network estimates; with `flip_pose` the pose (rotation, translation)
     is the mean of the crop's and its mirror image's mapped back (`mirror_pose`), the other groups the crop's.
     A network whose pose errors are the same on a photo and its mirror image (a bias towards one side, a tilt)
-    has them cancelled; a mirror-consistent network is unchanged."""
+    has them cancelled; a mirror-consistent network is unchanged. With `upright_passes` > 0 the network looks
+    again at each crop turned upright by its own roll estimate, that many times (ifn.upright.upright_estimate)."""
     from .evaluate import predict
+    from .upright import upright_estimate
 
     def run(images: np.ndarray) -> torch.Tensor:
         return predict(net, images, batch_size)
 
-    return flip_averaged(run, crops, layout) if flip_pose else run(crops)
+    def estimate(images: np.ndarray) -> torch.Tensor:
+        return flip_averaged(run, images, layout) if flip_pose else run(images)
+
+    return upright_estimate(estimate, crops, layout, upright_passes)
 
 
 def flip_averaged(predict_fn, crops: np.ndarray, layout) -> torch.Tensor:
@@ -234,15 +241,17 @@ class Estimator:
     optimisation_seconds, steps})."""
 
     def __init__(self, net=None, refine_cfg=None, steps: int = 0, from_mean: bool = False, batch_size: int = 64,
-                 flip_pose: bool = False):
+                 flip_pose: bool = False, upright_passes: int = 0):
         self.net, self.refine_cfg, self.steps, self.from_mean, self.batch_size, self.flip_pose = \
             net, refine_cfg, int(steps), from_mean, batch_size, bool(flip_pose)
+        self.upright_passes = int(upright_passes)
 
     def start(self, renderer, crops: np.ndarray) -> torch.Tensor | None:
         """The network's (N, P) estimates of `crops` (`network_estimate`), None without a network."""
         if self.net is None:
             return None
-        return network_estimate(self.net, crops, renderer.layout, self.batch_size, self.flip_pose)
+        return network_estimate(self.net, crops, renderer.layout, self.batch_size, self.flip_pose,
+                                self.upright_passes)
 
     def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
         from .fit import fit_from_mean, refine
@@ -281,8 +290,9 @@ class LandmarkEstimator(Estimator):
     (net None). __call__(renderer, crops, targets (N, 468, 2) crop pixels, NaN rows where no face was found:
     those images keep their start)."""
 
-    def __init__(self, net, refine_cfg, settings, batch_size: int = 64, flip_pose: bool = False):
-        super().__init__(net, refine_cfg, 0, net is None, batch_size, flip_pose)
+    def __init__(self, net, refine_cfg, settings, batch_size: int = 64, flip_pose: bool = False,
+                 upright_passes: int = 0):
+        super().__init__(net, refine_cfg, 0, net is None, batch_size, flip_pose, upright_passes)
         self.settings = settings
 
     def __call__(self, renderer, crops: np.ndarray, targets: np.ndarray | None = None):
@@ -400,10 +410,9 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
 
     networks = {variant: load_variant(path) for variant, path in variant_networks(params).items()}
     final = list(networks)[-1]
-    flip = cfg.flip_pose
-    estimators = {v: Estimator(net, batch_size=cfg.batch_size, flip_pose=flip) for v, net in networks.items()}
-    estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, batch_size=cfg.batch_size,
-                                      flip_pose=flip)
+    look = {"batch_size": cfg.batch_size, "flip_pose": cfg.flip_pose, "upright_passes": cfg.upright_passes}
+    estimators = {v: Estimator(net, **look) for v, net in networks.items()}
+    estimators["refined"] = Estimator(networks[final], params.refine, cfg.refine_steps, **look)
     estimators["optimization_only"] = Estimator(None, params.refine, params.refine.baseline_steps, from_mean=True)
     targets = {"photos": None, "bench": None}
     if params.detect.enabled:   # the detector-guided path, measured beside (never inside) the detector-free one
@@ -414,12 +423,12 @@ def evaluate_real(params_file="params.yaml", reflectance_path=REFLECTANCE_PATH,
         detector_seconds = time.perf_counter() - t0
         settings = LandmarkFitSettings.from_config(params.detect)
         for variant, path in guided_networks(params).items():
-            estimators[variant] = Estimator(load_variant(path), batch_size=cfg.batch_size, flip_pose=flip)
+            estimators[variant] = Estimator(load_variant(path), **look)
         ft_net = load_variant(f"{params.finetune.out_dir}/model.pt")
-        estimators["real_finetuned"] = Estimator(ft_net, batch_size=cfg.batch_size, flip_pose=flip)
+        estimators["real_finetuned"] = Estimator(ft_net, **look)
         # The detector-guided path's own network is the start: on the tuning images it leaves the fit less to
         # do where the detector finds no face (bench/landmark_fit.py, README).
-        estimators["refined_landmarks"] = LandmarkEstimator(ft_net, params.refine, settings, cfg.batch_size, flip)
+        estimators["refined_landmarks"] = LandmarkEstimator(ft_net, params.refine, settings, **look)
         estimators["optimization_only_landmarks"] = LandmarkEstimator(None, params.refine, settings, cfg.batch_size)
 
     metrics, estimates, curves = {}, {}, {}

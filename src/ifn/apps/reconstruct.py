@@ -101,16 +101,19 @@ class Reconstructor:
     landmark_fit    ifn.landmark_fit.LandmarkFitSettings of the detector-guided refinement of detected faces
     flip_pose       the network's pose is averaged with that of the mirrored crop (ifn.evaluate_real.flip_averaged;
                     params.yaml evaluate_real.flip_pose, so estimates match stage evaluate_real's)
+    upright_passes  times the network looks again at the crop turned upright by its own roll estimate
+                    (ifn.upright; params.yaml evaluate_real.upright_passes, as in stage evaluate_real)
     """
 
     def __init__(self, renderer, predictor: Predictor, roi_scale: float = ROI_SCALE,
                  roi_shift_y: float = ROI_SHIFT[1], max_side: int = MAX_SIDE,
                  refine_kwargs: Mapping[str, Any] | None = None, batch_size: int = 16,
                  checkpoint: str | None = None, params=None, detector=None, landmark_fit=None,
-                 flip_pose: bool = False):
+                 flip_pose: bool = False, upright_passes: int = 0):
         self.renderer = renderer
         self.predictor = predictor
         self.flip_pose = bool(flip_pose)
+        self.upright_passes = int(upright_passes)
         self.size = int(renderer.settings.image_size)
         self.roi_scale = float(roi_scale)
         self.roi_shift_y = float(roi_shift_y)
@@ -156,7 +159,7 @@ class Reconstructor:
                    roi_shift_y=params.real.roi_shift_y, max_side=params.real.max_side,
                    refine_kwargs=params.refine.refine_kwargs(), batch_size=batch_size, checkpoint=str(path),
                    params=params, detector=detector, landmark_fit=LandmarkFitSettings.from_config(params.detect),
-                   flip_pose=params.evaluate_real.flip_pose)
+                   flip_pose=params.evaluate_real.flip_pose, upright_passes=params.evaluate_real.upright_passes)
 
     def _detect(self, item: _Item, largest: bool) -> list[_Item]:
         """The faces the detector finds in a photo without a box, one item each (largest first); [] if none."""
@@ -178,13 +181,17 @@ class Reconstructor:
 
     def _predict(self, items: list[_Item]) -> torch.Tensor:
         from ..evaluate_real import flip_averaged
+        from ..upright import upright_estimate
 
         def run(crops: np.ndarray) -> torch.Tensor:
             pred = self.predictor(crops)
             return torch.as_tensor(pred, dtype=torch.float32).reshape(len(crops), self.renderer.layout.size)
 
+        def estimate(crops: np.ndarray) -> torch.Tensor:
+            return flip_averaged(run, crops, self.renderer.layout) if self.flip_pose else run(crops)
+
         crops = np.stack([it.crop for it in items])
-        return flip_averaged(run, crops, self.renderer.layout) if self.flip_pose else run(crops)
+        return upright_estimate(estimate, crops, self.renderer.layout, self.upright_passes)
 
     def _landmarks(self, params: torch.Tensor) -> np.ndarray:
         """(N, P) -> (N, 68, 2) crop pixels (no rasterization: just the projected landmark vertices)."""
