@@ -429,18 +429,23 @@ def test_public_api_is_lazy_and_callable(project):
     np.testing.assert_allclose(res[0].landmarks, res[1].landmarks, atol=1e-4)
 
 
+def posed_recorder(renderer, scene):
+    """The scene's image, its parameters with yaw / pitch / roll 0.3 / 0.2 / -0.1 rad and translation
+    (1.5, -0.5, 2) cm, and a Recorder returning them for every crop."""
+    params, image, _ = scene
+    p = params.clone()
+    p[0, renderer.layout["rotation"]] = torch.tensor([0.3, 0.2, -0.1])
+    p[0, renderer.layout["translation"]] = torch.tensor([1.5, -0.5, 2.0])
+    return image, p, Recorder(p)
+
+
 def test_upright_pass_looks_again_at_the_crop_turned_upright(renderer, scene):
     """upright_passes 1: the predictor also sees the crop turned by minus its roll (ifn.upright.rotate_images);
     a predictor that returns the same parameters for both ends with its roll counted twice (the upright crop's
     roll added to the turn) and its translation x, y turned with the crop; the other groups kept."""
     from ifn.upright import rotate_images
 
-    params, image, _ = scene
-    p = params.clone()
-    rot, tr = renderer.layout["rotation"], renderer.layout["translation"]
-    p[0, rot] = torch.tensor([0.3, 0.2, -0.1])
-    p[0, tr] = torch.tensor([1.5, -0.5, 2.0])
-    pred = Recorder(p)
+    image, p, pred = posed_recorder(renderer, scene)
     (res,) = Reconstructor(renderer, pred, upright_passes=1)([image], reframe=0)
     assert len(pred.crops) == 2
     assert np.array_equal(pred.crops[1], rotate_images(pred.crops[0][None], np.array([0.1]))[0])
@@ -455,12 +460,8 @@ def test_upright_pass_looks_again_at_the_crop_turned_upright(renderer, scene):
 def test_flip_pose_averages_the_mirrored_crop(renderer, scene):
     """flip_pose: the predictor also sees each crop mirrored; a predictor that returns the same parameters for
     both (a constant) gets yaw, roll and x averaged with their negatives (0), pitch and the rest kept."""
-    params, image, _ = scene
-    p = params.clone()
+    image, p, pred = posed_recorder(renderer, scene)
     rot, tr = renderer.layout["rotation"], renderer.layout["translation"]
-    p[0, rot] = torch.tensor([0.3, 0.2, -0.1])
-    p[0, tr] = torch.tensor([1.5, -0.5, 2.0])
-    pred = Recorder(p)
     (plain,) = Reconstructor(renderer, pred)([image], reframe=0)
     (res,) = Reconstructor(renderer, pred, flip_pose=True)([image], reframe=0)
     assert len(pred.crops) == 3 and np.array_equal(pred.crops[2], pred.crops[1][:, ::-1])
