@@ -25,7 +25,7 @@ from tuning_split import tuning_indices  # noqa: E402
 from ifn.apps.checkpoint import load_checkpoint  # noqa: E402
 from ifn.config import load_params  # noqa: E402
 from ifn.corpus import Corpus  # noqa: E402
-from ifn.evaluate import predict, rotation_error_deg  # noqa: E402
+from ifn.evaluate import pose_axis_stats, predict, rotation_error_deg  # noqa: E402
 from ifn.evaluate_real import (benchmark_crops, guided_networks, landmarks_in_image, network_estimate,  # noqa: E402
                                variant_networks)
 from ifn.nme import nme, nme_report  # noqa: E402
@@ -81,18 +81,16 @@ def main(argv=None):
     true = torch.from_numpy(corpus.load("test", "params", mmap=False)).float()
     net = load_checkpoint(resolve(f"{params.train.out_dir}/{params.train.loss}/model.pt"))[0]
     with torch.no_grad():
-        true_lm = renderer.landmarks(renderer.posed(true)).double()
-    box = (true_lm.amax(1) - true_lm.amin(1)).prod(-1).sqrt()
+        true_lm = renderer.landmarks(renderer.posed(true)).double().numpy()
     print(f"synthetic test split ({len(images)} images), {params.train.loss} network, no flip:")
     for passes in args.passes:
         est = upright_estimate(lambda x: predict(net, x, params.evaluate_real.batch_size), images, layout, passes)
         rot = rotation_error_deg(est[:, layout["rotation"]], true[:, layout["rotation"]]).numpy()
-        axis = np.degrees(np.abs((est[:, layout["rotation"]] - true[:, layout["rotation"]]).numpy())).mean(0)
+        axis = pose_axis_stats(est[:, layout["rotation"]].numpy(), true[:, layout["rotation"]].numpy())
         with torch.no_grad():
-            lm = renderer.landmarks(renderer.posed(est)).double()
-        err = ((lm - true_lm).norm(dim=-1).mean(1) / box).numpy()
-        print(f"  passes {passes}: rotation {rot.mean():.2f} deg (yaw / pitch / roll {axis[0]:.2f} / {axis[1]:.2f} / "
-              f"{axis[2]:.2f}), NME {100 * err.mean():.2f} %", flush=True)
+            err = nme(renderer.landmarks(renderer.posed(est)).double().numpy(), true_lm)
+        print(f"  passes {passes}: rotation {rot.mean():.2f} deg (yaw / pitch / roll {axis['yaw_abs_deg']:.2f} / "
+              f"{axis['pitch_abs_deg']:.2f} / {axis['roll_abs_deg']:.2f}), NME {100 * err.mean():.2f} %", flush=True)
 
 
 if __name__ == "__main__":
