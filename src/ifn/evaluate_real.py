@@ -213,20 +213,29 @@ def network_estimate(net, crops: np.ndarray, layout, batch_size: int = 64, flip_
     has them cancelled; a mirror-consistent network is unchanged. With `upright_passes` > 0 the network looks
     again at each crop turned upright by its own roll estimate, that many times (ifn.upright.upright_estimate)."""
     from .evaluate import predict
-    from .upright import upright_estimate
 
     def run(images: np.ndarray) -> torch.Tensor:
         return predict(net, images, batch_size)
 
+    return tta_estimate(run, crops, layout, flip_pose, upright_passes)
+
+
+def tta_estimate(predict_fn, crops: np.ndarray, layout, flip_pose: bool, upright_passes: int
+                       ) -> torch.Tensor:
+    """`predict_fn` ((N, S, S, 3) uint8 -> (N, P) tensor) on `crops` with the test-time looks of stage
+    evaluate_real: the pose flip-averaged (`flip_averaged`) when `flip_pose`, then `upright_passes` looks at the
+    crops turned upright (ifn.upright.upright_estimate); shared by `network_estimate` and ifn.apps.reconstruct."""
+    from .upright import upright_estimate
+
     def estimate(images: np.ndarray) -> torch.Tensor:
-        return flip_averaged(run, images, layout) if flip_pose else run(images)
+        return flip_averaged(predict_fn, images, layout) if flip_pose else predict_fn(images)
 
     return upright_estimate(estimate, crops, layout, upright_passes)
 
 
 def flip_averaged(predict_fn, crops: np.ndarray, layout) -> torch.Tensor:
     """`predict_fn` ((N, S, S, 3) uint8 -> (N, P) tensor) on `crops`, its pose averaged with that of the mirror
-    images mapped back (`mirror_pose`); shared by `network_estimate` and ifn.apps.reconstruct."""
+    images mapped back (`mirror_pose`)."""
     est = predict_fn(crops).clone()
     back = mirror_pose(predict_fn(np.ascontiguousarray(crops[:, :, ::-1])), layout)
     for group in ("rotation", "translation"):

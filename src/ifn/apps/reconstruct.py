@@ -99,7 +99,7 @@ class Reconstructor:
     params          the ifn.config.Params it was built from, if any
     detector        a face detector (ifn.detect.FaceDetector: image -> faces) for photos without a box, or None
     landmark_fit    ifn.landmark_fit.LandmarkFitSettings of the detector-guided refinement of detected faces
-    flip_pose       the network's pose is averaged with that of the mirrored crop (ifn.evaluate_real.flip_averaged;
+    flip_pose       the network's pose is averaged with that of the mirrored crop (ifn.evaluate_real.tta_estimate;
                     params.yaml evaluate_real.flip_pose, so estimates match stage evaluate_real's)
     upright_passes  times the network looks again at the crop turned upright by its own roll estimate
                     (ifn.upright; params.yaml evaluate_real.upright_passes, as in stage evaluate_real)
@@ -180,18 +180,14 @@ class Reconstructor:
                                               shift=(0.0, self.roi_shift_y))
 
     def _predict(self, items: list[_Item]) -> torch.Tensor:
-        from ..evaluate_real import flip_averaged
-        from ..upright import upright_estimate
+        from ..evaluate_real import tta_estimate
 
         def run(crops: np.ndarray) -> torch.Tensor:
             pred = self.predictor(crops)
             return torch.as_tensor(pred, dtype=torch.float32).reshape(len(crops), self.renderer.layout.size)
 
-        def estimate(crops: np.ndarray) -> torch.Tensor:
-            return flip_averaged(run, crops, self.renderer.layout) if self.flip_pose else run(crops)
-
         crops = np.stack([it.crop for it in items])
-        return upright_estimate(estimate, crops, self.renderer.layout, self.upright_passes)
+        return tta_estimate(run, crops, self.renderer.layout, self.flip_pose, self.upright_passes)
 
     def _landmarks(self, params: torch.Tensor) -> np.ndarray:
         """(N, P) -> (N, 68, 2) crop pixels (no rasterization: just the projected landmark vertices)."""
