@@ -12,8 +12,8 @@ with params.yaml overridden by the entry (dotted keys, e.g. {"pose_kept": {"bree
 is reused like the pipeline's). Networks given with --networks (e.g. the pipeline's models/breed/round_1) are
 evaluated as they are. Printed per network, on the last --per-bin AFLW2000-3D dev images of each yaw bin that
 stage evaluate_real does not report (bench/tuning_split.py): 68-landmark NME (3DDFA protocol), mean and per yaw
-bin, of the network's plain estimates and with the pose flip-averaged (ifn.evaluate_real.network_estimate,
-params evaluate_real.flip_pose), and the correlation of predicted with annotated yaw (the benchmark's yaw sign is
+bin, of the network's plain estimates, with the pose flip-averaged (ifn.evaluate_real.network_estimate) and with
+stage evaluate_real's looks (params evaluate_real.flip_pose, upright_passes), and the correlation of predicted with annotated yaw (the benchmark's yaw sign is
 opposite to ours); for a
 bred round also the photometric MAE of its breeding photos before and after refinement, and its minutes.
 Numbers are printed, never asserted; run it on an otherwise idle machine (the rounds' fine-tuning has a time
@@ -74,15 +74,17 @@ def main() -> None:
     bench = er.benchmark_crops(params, 0, size, log=lambda *a: None, indices=tuning_indices(params, args.per_bin))
     print(f"{len(bench['crops'])} AFLW2000-3D dev images (up to {args.per_bin} per yaw bin, none of evaluate_real's)")
     header = (f"{'network':28s} | {'real NME % mean (0-30/30-60/60-90)':36s} {'corr(yaw)':9s} | "
-              f"{'with flip_pose':36s} | {'bred photos MAE network -> refined':34s} {'min':>4s}")
+              f"{'with flip_pose':36s} | {'with flip + upright (evaluate_real)':36s} | "
+              f"{'bred photos MAE network -> refined':34s} {'min':>4s}")
     print(header)
     print("-" * len(header))
     rot = renderer.layout["rotation"]
     for name, path in networks.items():
         net = load_network(path)[0]
         cells = []
-        for flip in (False, True):
-            est = er.network_estimate(net, bench["crops"], renderer.layout, flip_pose=flip)
+        looks = ((False, 0), (True, 0), (params.evaluate_real.flip_pose, params.evaluate_real.upright_passes))
+        for flip, passes in looks:
+            est = er.network_estimate(net, bench["crops"], renderer.layout, flip_pose=flip, upright_passes=passes)
             rep = nme_report(nme(er.landmarks_in_image(renderer, est, bench["affines"]), bench["pts68"]),
                              bench["yaw_deg"])
             cells.append(f"{100 * rep['nme_mean']:.2f} ({100 * rep['nme_0_30']:.1f}/{100 * rep['nme_30_60']:.1f}/"
@@ -94,7 +96,8 @@ def main() -> None:
         bred = info.get("breeding", {})
         photo = (f"{bred['photometric_network']:.4f} -> {bred['photometric_refined']:.4f}" if bred else "")
         minutes = (info.get("train_seconds") or float("nan")) / 60 + bred.get("bred_seconds", 0.0) / 60
-        print(f"{name:28s} | {cells[0]:36s} {corr:+9.2f} | {cells[1]:36s} | {photo:34s} {minutes:4.1f}", flush=True)
+        print(f"{name:28s} | {cells[0]:36s} {corr:+9.2f} | {cells[1]:36s} | {cells[2]:36s} | {photo:34s} "
+              f"{minutes:4.1f}", flush=True)
 
 
 if __name__ == "__main__":

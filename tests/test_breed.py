@@ -355,3 +355,62 @@ def test_round_learning_rate_decays_along_the_chain():
         load_params(ROOT / "params.yaml", {"breed.lr_decay": 0.0})
     with pytest.raises(ParamsError, match="breed.max_landmark_shift"):
         load_params(ROOT / "params.yaml", {"breed.max_landmark_shift": -0.1})
+
+
+def test_photo_samples_are_the_photos_labelled_with_the_estimates(full_renderer):
+    """Self-training samples (breed.self_training_photos): the images are the photos, byte for byte; params,
+    landmarks and shading Gram are the estimate's (as a synthetic render of it would carry); the masks are all
+    True, so the photo-background augmentation leaves the photo alone."""
+    from ifn.breed import photo_samples
+    from ifn.fit import mean_face_params
+    from ifn.synth import face_weights, render_batch
+
+    r = full_renderer
+    size = r.settings.image_size
+    params = mean_face_params(r, 2)
+    params[1, r.layout["rotation"]] = torch.tensor([0.4, -0.1, 0.2])
+    crops = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    arrays = photo_samples(r, crops, params, batch=1)
+    render = render_batch(r, r.layout.split(params), torch.zeros(2, size, size, 3), face_weights(r))
+    assert np.array_equal(arrays["images"], crops)
+    assert arrays["masks"].all() and arrays["face_masks"].all() and arrays["masks"].shape == (2, size, size)
+    np.testing.assert_allclose(arrays["params"], params.numpy(), atol=1e-6)
+    for key in ("landmarks", "shading_gram"):
+        np.testing.assert_allclose(arrays[key], render[key], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        lm = r.landmarks(r.posed(params)).numpy()
+    np.testing.assert_allclose(arrays["landmarks"], lm, atol=1e-3)
+    assert not np.allclose(arrays["landmarks"][0], arrays["landmarks"][1], atol=1.0)   # per-sample labels
+    with pytest.raises(ValueError, match="px"):
+        photo_samples(r, crops[:, :-1], params)
+
+
+def test_network_estimates_take_the_looks_of_evaluate_real(full_renderer):
+    """breed.looks: the round's estimates are evaluate_real's (flip-averaged pose, then the upright passes:
+    ifn.evaluate_real.tta_estimate); without it the plain forward pass."""
+    from ifn.breed import network_estimates
+    from ifn.evaluate import predict
+    from ifn.evaluate_real import tta_estimate
+    from ifn.fit import mean_face_params
+
+    r = full_renderer
+    size = r.settings.image_size
+    start = mean_face_params(r, 1)[0]
+    start[r.layout["rotation"]] = torch.tensor([0.2, 0.1, 0.3])
+    net = _ConstantNet(start)
+    crops = np.random.default_rng(1).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    plain = network_estimates(r, net, crops, 2)
+    assert torch.equal(plain, predict(net, crops, 2))
+    looked = network_estimates(r, net, crops, 2, (True, 1))
+    assert torch.equal(looked, tta_estimate(lambda x: predict(net, x, 2), crops, r.layout, True, 1))
+    # A constant network reads no tilt: the flip averages its yaw and roll away, the upright look adds the roll back.
+    assert not torch.allclose(looked[:, r.layout["rotation"]], plain[:, r.layout["rotation"]])
+    assert torch.equal(looked[:, r.layout["shape"]], plain[:, r.layout["shape"]])
+
+
+def test_self_training_params_are_validated():
+    with pytest.raises(ParamsError, match="breed.self_training_photos"):
+        load_params(ROOT / "params.yaml", {"breed.self_training_photos": -1})
+    with pytest.raises(ParamsError, match="breed.looks"):
+        load_params(ROOT / "params.yaml", {"breed.looks": "yes"})
+    assert load_params(ROOT / "params.yaml", {"breed.self_training_photos": 0}).breed.self_training_photos == 0

@@ -67,9 +67,15 @@ def _check_chain(work, params, rounds):
             assert (folder / f).exists(), f"{name}: {f} missing"
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["previous"] == rounds[name]
-        assert summary["pools"][-1].endswith(f"{name}/bred") and len(summary["pools"]) == \
-            list(rounds).index(name) + 1          # this round's samples and all earlier ones of its chain
+        n = list(rounds).index(name) + 1          # this round's samples and all earlier ones of its chain
+        bred = [p for p in summary["pools"] if p.endswith("/bred")]
+        assert bred[-1].endswith(f"{name}/bred") and len(bred) == n
         metrics = json.loads((folder / "metrics.json").read_text())
+        own = [p for p in summary["pools"] if p.endswith("/photos")]   # self-training photos, labelled by the network
+        assert len(own) == n and own[-1].endswith(f"{name}/photos") and len(summary["pools"]) == 2 * n
+        meta = json.loads((folder / "photos" / "meta.json").read_text())
+        assert meta["self_training"] and meta["counts"]["train"] == metrics["breed_self_training_photos"] == \
+            params["breed"]["self_training_photos"]
         assert metrics["breed_photos"] > 0
         if name in params["breed"]["guided_rounds"]:   # the detector anchored (some of) its refinements
             assert metrics["breed_photos_detector_guided"] > 0

@@ -5,7 +5,8 @@ starts from):
 
 1. Photos: `photos_per_round` photos of the train part of data/real (never the held-out part), a fresh sample
    per round, fixed by (seed, round name); unusable files are skipped with a message.
-2. Estimates: the previous network reconstructs them; analysis-by-synthesis refinement (ifn.fit.refine with
+2. Estimates: the previous network reconstructs them (with `breed.looks`, as stage evaluate_real does: the pose
+   flip-averaged, then the upright passes; else one plain forward pass); analysis-by-synthesis refinement (ifn.fit.refine with
    params `refine`, `breed.refine_steps` steps) makes the estimates consistent with the photos. With
    `breed.max_landmark_shift` > 0 a fit whose projected landmarks moved farther than that from the network's
    keeps the network's geometry (`implausible_fits`; off by default: it did not lower the tuning NME).
@@ -13,9 +14,15 @@ starts from):
    estimate itself) and rendered over random backgrounds (synthesize.backgrounds) with exact ground truth:
    a corpus-format folder `<round>/bred/train/` (ifn.corpus), so the parameter distribution of the training
    data moves toward that of real faces.
+   Self-training (`breed.self_training_photos` > 0): that many further train-part photos, labelled with the
+   network's own estimates (step 2's looks, no refinement), go into `<round>/photos/` as they are: real images
+   whose targets are what the network reads from them looking twice (mirrored, upright), so the fine-tuning
+   teaches the single forward pass on photos what the looks add (and, through the training augmentation, to
+   read the same under colour, blur, crop and flip changes). No landmark or label of any photo is used.
 4. Fine-tuning (learning rate `breed.lr * breed.lr_decay^(k-1)` in round k of its chain, so later rounds move
    the network less): the previous network is trained further on a mix: each epoch has `epoch_size` samples,
-   `mix_fraction` of them from the bred samples of this round and all earlier ones, the rest from the synthetic
+   `mix_fraction` of them from the bred samples (and self-training photos) of this round and all earlier ones,
+   uniformly over them, the rest from the synthetic
    train split; validation on the synthetic val split (so val numbers stay comparable across rounds).
 
 Two chains of rounds: `breed.rounds` (detector-free: refinement as `breed.landmarks` says, none by default, the
@@ -26,7 +33,8 @@ refinement). Each chain mixes only its own rounds' bred samples; a guided round 
 
 Outputs in `breed.out_dir/<round>/`: model.pt (best by val/loss, ifn.learn.train.load_network), last.ckpt /
 best.ckpt (an interrupted fine-tuning resumes), summary.json, metrics.json (refinement and fine-tuning numbers),
-curves.png, photos.json (the photos used and their per-photo errors), examples.png, bred/.
+curves.png, photos.json (the photos used and their per-photo errors), examples.png, bred/, photos/ (with
+self-training).
 """
 from __future__ import annotations
 
@@ -123,24 +131,36 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
+def network_estimates(renderer, net, crops: np.ndarray, batch_size: int = 64, looks=None) -> torch.Tensor:
+    """(N, S, S, 3) uint8 crops -> (N, P) the network's estimates: plain (`looks` None) or with the test-time
+    looks of stage evaluate_real (`looks` = (flip_pose, upright_passes), ifn.evaluate_real.tta_estimate)."""
+    from .evaluate import predict
+
+    if looks is None:
+        return predict(net, crops, batch_size)
+    from .evaluate_real import tta_estimate
+
+    return tta_estimate(lambda x: predict(net, x, batch_size), crops, renderer.layout, *looks)
+
+
 def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print,
-             targets: np.ndarray | None = None, landmark_settings=None, free: Sequence[str] | None = None
-             ) -> dict[str, Any]:
+             targets: np.ndarray | None = None, landmark_settings=None, free: Sequence[str] | None = None,
+             looks=None) -> dict[str, Any]:
     """Network estimates of (N, S, S, 3) uint8 crops, refined by `steps` steps of ifn.fit.refine (params
     `refine`, batches of refine.batch_size). With detector `targets` (N, 468, 2) crop pixels (NaN rows: no face)
     and `landmark_settings` (ifn.landmark_fit.LandmarkFitSettings), photos with a face get the detector-guided
     fit instead (its landmark-only steps, then `steps` photometric + landmark steps). `free`: the parameter
     groups the plain refinement optimises (default all; e.g. without rotation / translation the network's head
-    pose is kept). Returns dict network
+    pose is kept). `looks`: see `network_estimates`. Returns dict network
     (N, P), refined (N, P), photometric MAE and face coverage of both (N,) (ifn.evaluate.photo_errors), seconds
     of each step, guided (N,) bool."""
     from dataclasses import replace
 
-    from .evaluate import photo_errors, predict
+    from .evaluate import photo_errors
     from .fit import refine
 
     t0 = time.perf_counter()
-    net_params = predict(net, crops, batch_size)
+    net_params = network_estimates(renderer, net, crops, batch_size, looks)
     t1 = time.perf_counter()
     refined = net_params.clone()
     guided = np.zeros(len(crops), bool)
@@ -167,6 +187,31 @@ def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_siz
             "photometric_network": before["photometric_mae"], "photometric_refined": after["photometric_mae"],
             "coverage_network": before["coverage"], "coverage_refined": after["coverage"],
             "predict_seconds": t1 - t0, "refine_seconds": t2 - t1, "guided": guided}
+
+
+def photo_samples(renderer, crops: np.ndarray, params: torch.Tensor, batch: int = 64) -> dict[str, np.ndarray]:
+    """Real photo crops (N, S, S, 3) uint8 labelled with parameter estimates (N, P) -> the arrays of a corpus shard
+    (self-training samples): the images are the photos themselves; landmarks and the shading Gram are the
+    estimate's, as a render of it would carry (ifn.synth.render_batch; nothing is rasterised); the masks are all
+    True, so the training augmentation puts no photo background or face-only cut-out into a photo."""
+    from .render.shading import shading_gram, vertex_normals
+    from .synth import face_weights
+
+    size = renderer.settings.image_size
+    if crops.shape[1:3] != (size, size):
+        raise ValueError(f"photo crops of {crops.shape[1]}x{crops.shape[2]} px, the renderer's images {size} px")
+    weights = face_weights(renderer)
+    triangles = renderer.face_model.triangles
+    landmarks, grams = [], []
+    with torch.no_grad():
+        for start in range(0, len(crops), batch):
+            verts = renderer.posed(params[start:start + batch])
+            landmarks.append(renderer.landmarks(verts).float().numpy())
+            grams.append(shading_gram(vertex_normals(verts, triangles), weights).float().numpy())
+    mask = np.ones(crops.shape[:3], bool)
+    return {"images": np.ascontiguousarray(crops), "params": params.float().numpy(),
+            "landmarks": np.concatenate(landmarks), "shading_gram": np.concatenate(grams),
+            "masks": mask, "face_masks": mask.copy()}
 
 
 def landmark_shift(renderer, network: torch.Tensor, refined: torch.Tensor) -> np.ndarray:
@@ -369,6 +414,9 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                       **({"refine_groups": list(cfg.refine_groups)} if set(cfg.refine_groups) != set(FIT_GROUPS)
                          else {}),
                       **({"max_landmark_shift": cfg.max_landmark_shift} if cfg.max_landmark_shift > 0 else {}),
+                      **({"looks": [params.evaluate_real.flip_pose, params.evaluate_real.upright_passes]}
+                         if cfg.looks else {}),
+                      **({"self_training_photos": cfg.self_training_photos} if cfg.self_training_photos else {}),
                       "landmarks": landmarks},
             "detect": params.detect.to_dict() if landmarks != "none" else None,
             "backgrounds": list(params.synthesize.backgrounds), "hair_prob": params.synthesize.prior.hair_prob,
@@ -377,7 +425,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             # The code that makes the samples: editing it (DVC then reruns the stage) must not reuse old ones.
             "code": [_file_digest(Path(__file__).with_name(m)) for m in ("breed.py", "fit.py", "real.py", "synth.py",
                                                                                    "nuisance.py")
-                     + (("detect.py", "landmark_fit.py") if landmarks != "none" else ())],
+                     + (("detect.py", "landmark_fit.py") if landmarks != "none" else ())
+                     + (("evaluate_real.py", "upright.py") if cfg.looks else ())],
             "refine": params.refine.to_dict(), "real": plain(params.real.to_dict()),
             "render": params.render.to_dict(), "corpus": {k: v for k, v in corpus.meta.items() if k != "seconds"}}
     train_key = {k: v for k, v in plain(train_cfg.to_dict()).items()
@@ -395,7 +444,9 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     photos_json = run_dir / "photos.json"
     bred_meta = bred_dir / "meta.json"
     reuse = bred_meta.exists() and photos_json.exists() and \
-        json.loads(bred_meta.read_text()).get("bred_key") == bred_key
+        json.loads(bred_meta.read_text()).get("bred_key") == bred_key and \
+        (not cfg.self_training_photos or (run_dir / "photos" / "meta.json").exists() and
+         json.loads((run_dir / "photos" / "meta.json").read_text()).get("bred_key") == bred_key)
     if reuse:
         log(f"breed[{name}]: bred samples with the same settings in {bred_dir}: reused")
         stats = json.loads(photos_json.read_text())["summary"]
@@ -416,8 +467,9 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             with FaceDetector(params.detect.min_confidence) as detector:
                 targets = detect_crops(detector, crops)
             settings = LandmarkFitSettings.from_config(params.detect)
+        looks = (params.evaluate_real.flip_pose, params.evaluate_real.upright_passes) if cfg.looks else None
         est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log,
-                       targets, settings, cfg.refine_groups)
+                       targets, settings, cfg.refine_groups, looks)
         shift = landmark_shift(renderer, est["network"], est["refined"])
         reverted = implausible_fits(shift, cfg.max_landmark_shift)
         est["refined"] = keep_network_geometry(est["refined"], est["network"], reverted, renderer.layout)
@@ -435,6 +487,25 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                     "bred_key": bred_key, "round": name, "photos": len(records)}
             meta.pop("seconds", None)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self_seconds = 0.0
+        if cfg.self_training_photos:   # further photos, labelled by the network's own estimates
+            t_self = time.perf_counter()
+            self_crops, self_records = load_photos(
+                photos, sample_photos(photos, cfg.self_training_photos, round_seed(params.seed, f"{name}/self")), log)
+            labels = network_estimates(renderer, net, self_crops, params.train.batch_size, looks)
+            self_arrays = photo_samples(renderer, self_crops, labels, params.synthesize.render_batch)
+            with atomic_path(run_dir / "photos") as tmp:
+                shard = params.synthesize.shard_size
+                for i, start in enumerate(range(0, len(self_crops), shard)):
+                    write_shard(tmp / "train" / f"shard_{i:04d}",
+                                {k: v[start:start + shard] for k, v in self_arrays.items()})
+                meta = {**corpus.meta, "counts": {"train": int(len(self_crops)), "val": 0, "test": 0},
+                        "bred_key": bred_key, "round": name, "photos": len(self_records), "self_training": True}
+                meta.pop("seconds", None)
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            self_seconds = time.perf_counter() - t_self
+            log(f"breed[{name}]: {len(self_records)} photos labelled by the network for self-training "
+                f"({self_seconds:.0f} s)")
         n_show = min(8, len(records))
         renders = {"network": rerender(renderer, est["network"][:n_show]),
                    f"refined ({cfg.refine_steps} steps)": rerender(renderer, est["refined"][:n_show])}
@@ -450,7 +521,9 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                  "refine_seconds_per_photo": est["refine_seconds"] / len(records),
                  "render_seconds": render_seconds, "bred_seconds": time.perf_counter() - t0,
                  "photos_detector_guided": int(est["guided"].sum()),
-                 "landmark_shift_mean": float(shift.mean()), "photos_geometry_kept": int(reverted.sum())}
+                 "landmark_shift_mean": float(shift.mean()), "photos_geometry_kept": int(reverted.sum()),
+                 **({"self_training_photos": int(len(self_records)), "self_training_seconds": self_seconds}
+                    if cfg.self_training_photos else {})}
         save_json(photos_json, {"summary": stats, "photos": [
             {**r, "photometric_network": float(a), "photometric_refined": float(b), "landmark_shift": float(d),
              "geometry_kept": bool(k)} for r, a, b, d, k in zip(records, pn, pr, shift, reverted)]})
@@ -461,6 +534,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     # Fine-tune the previous network on synthetic + bred samples (this round's and the earlier rounds').
     pl.seed_everything(round_seed(params.seed, name) % (2**31), workers=True, verbose=False)
     pools = [resolve(cfg.folder(e)) / "bred" for e in names[:position + 1]]
+    if cfg.self_training_photos:
+        pools += [resolve(cfg.folder(e)) / "photos" for e in names[:position + 1]]
     data = BreedDataModule(corpus_dir, pools, train_cfg, params.seed + position + 1, cfg.mix_fraction,
                            cfg.epoch_size, pivot_cm=float(face_centre(renderer)[2]), real=params.real)
     loss = params.train.loss

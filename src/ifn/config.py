@@ -407,6 +407,8 @@ class BreedConfig(Section):
     max_landmark_shift: float = param(0.0, **_num(0.0, 1.0))
     max_minutes: float = param(5.0, **_num(0.1, 100000.0))
     landmarks: str = param("none", **_choice("none", "mediapipe"))
+    looks: bool = param(True, **_choice(True, False))
+    self_training_photos: int = param(2048, **_num(0, 10_000_000, integer=True))
     perturb: PerturbConfig = param(PerturbConfig())
 
     @classmethod
