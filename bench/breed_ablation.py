@@ -13,9 +13,9 @@ is reused like the pipeline's). Networks given with --networks (e.g. the pipelin
 evaluated as they are. Printed per network, on the last --per-bin AFLW2000-3D dev images of each yaw bin that
 stage evaluate_real does not report (bench/tuning_split.py): 68-landmark NME (3DDFA protocol), mean and per yaw
 bin, of the network's plain estimates, with the pose flip-averaged (ifn.evaluate_real.network_estimate) and with
-stage evaluate_real's looks (params evaluate_real.flip_pose, upright_passes), and the correlation of predicted with annotated yaw (the benchmark's yaw sign is
-opposite to ours); for a
-bred round also the photometric MAE of its breeding photos before and after refinement, and its minutes.
+stage evaluate_real's looks (params evaluate_real.flip_pose, upright_passes), and the correlation of predicted
+with annotated yaw (the benchmark's yaw sign is opposite to ours); for a bred round also the photometric MAE of its
+breeding photos before and after refinement, and its minutes.
 Numbers are printed, never asserted; run it on an otherwise idle machine (the rounds' fine-tuning has a time
 budget, breed.max_minutes).
 """
