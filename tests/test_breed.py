@@ -388,7 +388,7 @@ def test_photo_samples_are_the_photos_labelled_with_the_estimates(full_renderer)
 def test_network_estimates_take_the_looks_of_evaluate_real(full_renderer):
     """breed.looks: the round's estimates are evaluate_real's (flip-averaged pose, then the upright passes:
     ifn.evaluate_real.tta_estimate); without it the plain forward pass."""
-    from ifn.breed import network_estimates
+    from ifn.breed import estimate
     from ifn.evaluate import predict
     from ifn.evaluate_real import tta_estimate
     from ifn.fit import mean_face_params
@@ -399,9 +399,14 @@ def test_network_estimates_take_the_looks_of_evaluate_real(full_renderer):
     start[r.layout["rotation"]] = torch.tensor([0.2, 0.1, 0.3])
     net = _ConstantNet(start)
     crops = np.random.default_rng(1).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
-    plain = network_estimates(r, net, crops, 2)
+    cfg = load_params(ROOT / "params.yaml").refine
+
+    def network_estimates(*looks):   # the round's network estimates, no refinement steps
+        return estimate(r, net, crops, cfg, 0, 2, log=lambda *a: None, **({"looks": looks} if looks else {}))["network"]
+
+    plain = network_estimates()
     assert torch.equal(plain, predict(net, crops, 2))
-    looked = network_estimates(r, net, crops, 2, (True, 1))
+    looked = network_estimates(True, 1)
     assert torch.equal(looked, tta_estimate(lambda x: predict(net, x, 2), crops, r.layout, True, 1))
     # A constant network reads no tilt: the flip averages its yaw and roll away, the upright look adds the roll back.
     assert not torch.allclose(looked[:, r.layout["rotation"]], plain[:, r.layout["rotation"]])

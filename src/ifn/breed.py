@@ -131,36 +131,26 @@ def render_samples(renderer, params: torch.Tensor, backgrounds: Sequence[str], g
     return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
-def network_estimates(renderer, net, crops: np.ndarray, batch_size: int = 64, looks=None) -> torch.Tensor:
-    """(N, S, S, 3) uint8 crops -> (N, P) the network's estimates: plain (`looks` None) or with the test-time
-    looks of stage evaluate_real (`looks` = (flip_pose, upright_passes), ifn.evaluate_real.tta_estimate)."""
-    from .evaluate import predict
-
-    if looks is None:
-        return predict(net, crops, batch_size)
-    from .evaluate_real import tta_estimate
-
-    return tta_estimate(lambda x: predict(net, x, batch_size), crops, renderer.layout, *looks)
-
-
 def estimate(renderer, net, crops: np.ndarray, refine_cfg, steps: int, batch_size: int = 64, log=print,
              targets: np.ndarray | None = None, landmark_settings=None, free: Sequence[str] | None = None,
-             looks=None) -> dict[str, Any]:
+             looks: tuple[bool, int] = (False, 0)) -> dict[str, Any]:
     """Network estimates of (N, S, S, 3) uint8 crops, refined by `steps` steps of ifn.fit.refine (params
     `refine`, batches of refine.batch_size). With detector `targets` (N, 468, 2) crop pixels (NaN rows: no face)
     and `landmark_settings` (ifn.landmark_fit.LandmarkFitSettings), photos with a face get the detector-guided
     fit instead (its landmark-only steps, then `steps` photometric + landmark steps). `free`: the parameter
     groups the plain refinement optimises (default all; e.g. without rotation / translation the network's head
-    pose is kept). `looks`: see `network_estimates`. Returns dict network
+    pose is kept). `looks` (flip_pose, upright_passes): the network's test-time looks, as stage evaluate_real takes
+    them (ifn.evaluate_real.network_estimate; (False, 0): one plain forward pass). Returns dict network
     (N, P), refined (N, P), photometric MAE and face coverage of both (N,) (ifn.evaluate.photo_errors), seconds
     of each step, guided (N,) bool."""
     from dataclasses import replace
 
     from .evaluate import photo_errors
+    from .evaluate_real import network_estimate
     from .fit import refine
 
     t0 = time.perf_counter()
-    net_params = network_estimates(renderer, net, crops, batch_size, looks)
+    net_params = network_estimate(net, crops, renderer.layout, batch_size, *looks)
     t1 = time.perf_counter()
     refined = net_params.clone()
     guided = np.zeros(len(crops), bool)
@@ -212,6 +202,25 @@ def photo_samples(renderer, crops: np.ndarray, params: torch.Tensor, batch: int 
     return {"images": np.ascontiguousarray(crops), "params": params.float().numpy(),
             "landmarks": np.concatenate(landmarks), "shading_gram": np.concatenate(grams),
             "masks": mask, "face_masks": mask.copy()}
+
+
+def write_pool(folder: Path, arrays: Mapping[str, np.ndarray], shard_size: int, meta: Mapping[str, Any]) -> None:
+    """A pool of training samples (bred samples or self-training photos) as a corpus folder with only a train
+    split (ifn.corpus): `arrays` in shards of `shard_size`, meta.json = `meta` (the corpus's, without its
+    "seconds") with the counts; written atomically."""
+    n = len(arrays["params"])
+    with atomic_path(folder) as tmp:
+        for i, start in enumerate(range(0, n, shard_size)):
+            write_shard(tmp / "train" / f"shard_{i:04d}", {k: v[start:start + shard_size] for k, v in arrays.items()})
+        meta = {k: v for k, v in meta.items() if k != "seconds"}
+        meta["counts"] = {"train": int(n), "val": 0, "test": 0}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def pool_key(folder: Path) -> str | None:
+    """The bred_key a pool written by `write_pool` carries (None: no finished pool there)."""
+    meta = folder / "meta.json"
+    return json.loads(meta.read_text()).get("bred_key") if meta.exists() else None
 
 
 def landmark_shift(renderer, network: torch.Tensor, refined: torch.Tensor) -> np.ndarray:
@@ -368,6 +377,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
 
     from .figures import rerender
     from .learn.module import InverseFaceNetModule, plain
+    from .evaluate_real import network_estimate
     from .learn.train import _digest, fit_and_export, load_network, prepare_run
     from .synth import build_renderer, face_centre, face_weights
 
@@ -389,6 +399,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         save_json(run_dir / "metrics.json", {"skipped": 1})
         save_json(run_dir / "summary.json", {"skipped": reason})
         return {"skipped": reason}
+    looks = (params.evaluate_real.flip_pose, params.evaluate_real.upright_passes) if cfg.looks else (False, 0)
     previous_dir = resolve(cfg.previous(name))
     previous_model = previous_dir / "model.pt"
     if not previous_model.exists():
@@ -414,8 +425,7 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
                       **({"refine_groups": list(cfg.refine_groups)} if set(cfg.refine_groups) != set(FIT_GROUPS)
                          else {}),
                       **({"max_landmark_shift": cfg.max_landmark_shift} if cfg.max_landmark_shift > 0 else {}),
-                      **({"looks": [params.evaluate_real.flip_pose, params.evaluate_real.upright_passes]}
-                         if cfg.looks else {}),
+                      **({"looks": list(looks)} if cfg.looks else {}),
                       **({"self_training_photos": cfg.self_training_photos} if cfg.self_training_photos else {}),
                       "landmarks": landmarks},
             "detect": params.detect.to_dict() if landmarks != "none" else None,
@@ -442,11 +452,8 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
     net, info = load_network(previous_model)
     bred_dir = run_dir / "bred"
     photos_json = run_dir / "photos.json"
-    bred_meta = bred_dir / "meta.json"
-    reuse = bred_meta.exists() and photos_json.exists() and \
-        json.loads(bred_meta.read_text()).get("bred_key") == bred_key and \
-        (not cfg.self_training_photos or (run_dir / "photos" / "meta.json").exists() and
-         json.loads((run_dir / "photos" / "meta.json").read_text()).get("bred_key") == bred_key)
+    reuse = photos_json.exists() and pool_key(bred_dir) == bred_key and \
+        (not cfg.self_training_photos or pool_key(run_dir / "photos") == bred_key)
     if reuse:
         log(f"breed[{name}]: bred samples with the same settings in {bred_dir}: reused")
         stats = json.loads(photos_json.read_text())["summary"]
@@ -467,7 +474,6 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
             with FaceDetector(params.detect.min_confidence) as detector:
                 targets = detect_crops(detector, crops)
             settings = LandmarkFitSettings.from_config(params.detect)
-        looks = (params.evaluate_real.flip_pose, params.evaluate_real.upright_passes) if cfg.looks else None
         est = estimate(renderer, net, crops, params.refine, cfg.refine_steps, params.train.batch_size, log,
                        targets, settings, cfg.refine_groups, looks)
         shift = landmark_shift(renderer, est["network"], est["refined"])
@@ -479,30 +485,18 @@ def breed_round(name: str, params_file: str | Path = "params.yaml", overrides: M
         arrays = render_samples(renderer, new_params, params.synthesize.backgrounds, g,
                                 params.synthesize.render_batch, params.synthesize.prior)
         render_seconds = time.perf_counter() - t_render
-        with atomic_path(bred_dir) as tmp:
-            shard = params.synthesize.shard_size
-            for i, start in enumerate(range(0, len(new_params), shard)):
-                write_shard(tmp / "train" / f"shard_{i:04d}", {k: v[start:start + shard] for k, v in arrays.items()})
-            meta = {**corpus.meta, "counts": {"train": int(len(new_params)), "val": 0, "test": 0},
-                    "bred_key": bred_key, "round": name, "photos": len(records)}
-            meta.pop("seconds", None)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_pool(bred_dir, arrays, params.synthesize.shard_size,
+                   {**corpus.meta, "bred_key": bred_key, "round": name, "photos": len(records)})
         self_seconds = 0.0
         if cfg.self_training_photos:   # further photos, labelled by the network's own estimates
             t_self = time.perf_counter()
             self_crops, self_records = load_photos(
                 photos, sample_photos(photos, cfg.self_training_photos, round_seed(params.seed, f"{name}/self")), log)
-            labels = network_estimates(renderer, net, self_crops, params.train.batch_size, looks)
+            labels = network_estimate(net, self_crops, renderer.layout, params.train.batch_size, *looks)
             self_arrays = photo_samples(renderer, self_crops, labels, params.synthesize.render_batch)
-            with atomic_path(run_dir / "photos") as tmp:
-                shard = params.synthesize.shard_size
-                for i, start in enumerate(range(0, len(self_crops), shard)):
-                    write_shard(tmp / "train" / f"shard_{i:04d}",
-                                {k: v[start:start + shard] for k, v in self_arrays.items()})
-                meta = {**corpus.meta, "counts": {"train": int(len(self_crops)), "val": 0, "test": 0},
-                        "bred_key": bred_key, "round": name, "photos": len(self_records), "self_training": True}
-                meta.pop("seconds", None)
-                (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            write_pool(run_dir / "photos", self_arrays, params.synthesize.shard_size,
+                       {**corpus.meta, "bred_key": bred_key, "round": name, "photos": len(self_records),
+                        "self_training": True})
             self_seconds = time.perf_counter() - t_self
             log(f"breed[{name}]: {len(self_records)} photos labelled by the network for self-training "
                 f"({self_seconds:.0f} s)")
